@@ -1,0 +1,309 @@
+"""A connection: one non-blocking socket, its filter chains, events and idle clock.
+
+Theory of operation
+-------------------
+The hot path of a Python proxy is dominated by interpreter work around each syscall
+(DESIGN §8), so a :class:`Connection` talks to a plain non-blocking stdlib socket and
+parks with ``trio.lowlevel.wait_readable`` / ``wait_writable`` only when the kernel says
+EAGAIN, instead of going through ``trio.SocketStream``.  Two habits keep the syscall
+count low:
+
+* :meth:`Connection.receive_some` yields to the scheduler once *before* trying ``recv``:
+  after we sent a request, that one yield usually gives the peer time to answer, so the
+  ``recv`` succeeds at once instead of failing with EAGAIN and registering with epoll.
+* :meth:`Connection.send_all` tries ``send`` immediately and only waits when the socket
+  buffer is full, so backpressure is the kernel's: a slow reader slows its writer.
+
+Closing is synchronous (:meth:`Connection.close`): it wakes any task parked on the
+socket (``notify_closing``), which then sees :class:`ConnectionClosedError`.  Every
+close fires exactly one close event to the registered listeners.
+
+A server-side connection is driven by :meth:`Connection.serve`, the one reader task per
+connection: read, append to the read buffer, run the read filter chain.  Client-side
+(upstream) connections are read by whoever owns them (a ping-pong pool's borrower, or a
+multiplexing pool's reader task).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+
+import trio
+
+from mosnpy.net.events import ConnectionEvent
+from mosnpy.net.filtermanager import FilterManager
+
+__all__ = ["ConnectionClosedError", "Connection", "connect"]
+
+log = logging.getLogger("mosnpy.net")
+
+_ids = itertools.count(1)
+
+#: How much one ``recv`` asks for.
+READ_SIZE = 65536
+
+
+class ConnectionClosedError(ConnectionError):
+    """The connection is closed (by us or the peer) or broke while in use."""
+
+
+def format_address(addr: object) -> str:
+    """Render a socket address as ``host:port`` (or the unix path)."""
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(addr, bytes):
+        return addr.decode(errors="replace")
+    return str(addr)
+
+
+class Connection:
+    """A non-blocking socket with filter chains, events and an idle clock.
+
+    Args:
+        sock: a connected socket; it is switched to non-blocking mode and owned by the
+            connection from now on.
+        server_side: True for accepted (downstream) connections.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_close_listeners",
+        "_send_lock",
+        "_sock",
+        "close_event",
+        "closed",
+        "filter_manager",
+        "id",
+        "last_active",
+        "local_address",
+        "read_buffer",
+        "remote_address",
+        "server_side",
+        "values",
+    )
+
+    def __init__(self, sock: socket.socket, *, server_side: bool) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self.id = next(_ids)
+        self.server_side = server_side
+        self.local_address = format_address(sock.getsockname())
+        try:
+            self.remote_address = format_address(sock.getpeername())
+        except OSError:
+            self.remote_address = ""
+        self.closed = False
+        self.close_event: ConnectionEvent | None = None
+        self.read_buffer = bytearray()
+        self.filter_manager = FilterManager(self)
+        self.last_active = trio.current_time()
+        #: free-form per-connection facts (listener filter findings, protocol state)
+        self.values: dict[str, object] = {}
+        self._close_listeners: list[Callable[[ConnectionEvent], None]] = []
+        self._send_lock = trio.StrictFIFOLock()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Connection #{self.id} {self.local_address} <-> {self.remote_address} {state}>"
+
+    # -- events ------------------------------------------------------------------
+
+    def add_event_listener(self, callback: Callable[[ConnectionEvent], None]) -> None:
+        """Call ``callback(event)`` on close events and on :meth:`notify`."""
+        self._close_listeners.append(callback)
+
+    def notify(self, event: ConnectionEvent) -> None:
+        """Deliver a non-close event (e.g. SHUTDOWN) to the listeners."""
+        for cb in list(self._close_listeners):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("connection event listener failed on %s", event)
+
+    # -- I/O ---------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
+        """Return the next bytes from the peer, or ``b""`` once the peer has closed.
+
+        Raises:
+            ConnectionClosedError: the connection was closed locally or broke.
+
+        Cancellation: safe; nothing is consumed unless it is returned.
+        """
+        await trio.lowlevel.checkpoint()
+        while True:
+            if self.closed:
+                raise ConnectionClosedError(f"{self!r} is closed")
+            try:
+                data = self._sock.recv(max_bytes)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(self._sock)
+                except trio.ClosedResourceError:
+                    raise ConnectionClosedError(f"{self!r} was closed while reading") from None
+                continue
+            except OSError as exc:
+                self.close(ConnectionEvent.READ_ERROR_CLOSE)
+                raise ConnectionClosedError(f"read failed: {exc}") from exc
+            self.last_active = trio.current_time()
+            return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send every byte of ``data``, waiting while the socket buffer is full.
+
+        Write filters see the bytes first.  Concurrent senders are served in order.
+
+        Raises:
+            ConnectionClosedError: the connection is closed or the send failed.
+        """
+        if self.filter_manager.write_filters:
+            buf = bytearray(data)
+            if not self.filter_manager.on_write(buf):
+                await trio.lowlevel.checkpoint()
+                return
+            data = buf
+        lock = self._send_lock
+        if lock.locked():
+            # Another task is mid-send on this connection (multiplexed streams):
+            # queue behind it so frames never interleave.
+            async with lock:
+                await self._send_unlocked(data)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock.acquire_nowait()
+        try:
+            await self._send_unlocked(data)
+        finally:
+            lock.release()
+
+    async def _send_unlocked(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            if self.closed:
+                raise ConnectionClosedError(f"{self!r} is closed")
+            try:
+                sent = self._sock.send(view)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_writable(self._sock)
+                except trio.ClosedResourceError:
+                    raise ConnectionClosedError(f"{self!r} was closed while writing") from None
+                continue
+            except OSError as exc:
+                self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
+                raise ConnectionClosedError(f"write failed: {exc}") from exc
+            view = view[sent:]
+        self.last_active = trio.current_time()
+
+    def peer_closed_while_idle(self) -> bool:
+        """True if an idle connection's peer has closed it (or sent unexpected bytes).
+
+        A pool calls this before reusing a kept-alive connection: one non-blocking
+        ``MSG_PEEK`` tells a dead idle connection from a live one without waiting.
+        """
+        if self.closed:
+            return True
+        try:
+            data = self._sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        # EOF, or bytes nobody asked for: either way the connection is unusable.
+        del data
+        return True
+
+    def close(self, event: ConnectionEvent = ConnectionEvent.LOCAL_CLOSE) -> None:
+        """Close now (idempotent); wake parked tasks; fire ``event`` once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_event = event
+        try:
+            trio.lowlevel.notify_closing(self._sock)
+        except RuntimeError:  # outside trio (e.g. at interpreter exit)
+            pass
+        try:
+            if event is ConnectionEvent.LOCAL_CLOSE and self._sock.family != socket.AF_UNIX:
+                # Send FIN after what is already queued, so a final response arrives.
+                self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        for cb in list(self._close_listeners):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("connection close listener failed")
+
+    # -- the reader task ---------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the read filter chain until the connection closes (the reader task)."""
+        fm = self.filter_manager
+        try:
+            if not fm.start():
+                return
+            while not self.closed:
+                try:
+                    data = await self.receive_some()
+                except ConnectionClosedError:
+                    break
+                if not data:
+                    fm.on_remote_eof()
+                    self.close(ConnectionEvent.REMOTE_CLOSE)
+                    break
+                self.read_buffer += data
+                await fm.on_read()
+        finally:
+            self.close()
+
+
+async def connect(address: str, *, timeout: float) -> Connection:
+    """Open a client connection to ``host:port`` or a unix socket path.
+
+    Raises:
+        ConnectionRefusedError, OSError: the connect failed.
+        TimeoutError: it did not finish within ``timeout`` seconds.
+    """
+    family, sockaddr = resolve(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        with trio.fail_after(timeout):
+            try:
+                sock.connect(sockaddr)
+            except BlockingIOError:
+                pass
+            except InterruptedError:
+                pass
+            await trio.lowlevel.wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {address}: {errno.errorcode.get(err, err)}")
+    except trio.TooSlowError:
+        sock.close()
+        raise TimeoutError(f"connect to {address} timed out after {timeout}s") from None
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(sock, server_side=False)
+
+
+def resolve(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
+    """Turn ``host:port``, ``[v6]:port`` or ``/unix/path`` into (family, sockaddr)."""
+    if address.startswith("/") or address.startswith("unix:"):
+        return socket.AF_UNIX, address.removeprefix("unix:")
+    host, sep, port_s = address.rpartition(":")
+    if not sep or not port_s.isdigit():
+        raise ValueError(f"bad address {address!r}: expected host:port or a unix socket path")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host, int(port_s))

@@ -1,0 +1,83 @@
+"""The per-connection chain of read and write filters (MOSN's FilterManager).
+
+Read filters run in order on every read with the connection's accumulated buffer;
+a filter that returns STOP ends the pass (the bytes it left stay buffered for the next
+one).  A filter that must wait for more bytes *inside* its own ``on_data`` — the proxy
+streaming a request body upstream — calls :meth:`FilterManager.read_more`, which reads
+from the connection and runs the filters before it, so nothing upstream of the proxy
+in the chain is bypassed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mosnpy.net.filter import FilterStatus, ReadFilter, WriteFilter
+
+if TYPE_CHECKING:
+    from mosnpy.net.connection import Connection
+
+__all__ = ["FilterManager"]
+
+log = logging.getLogger("mosnpy.net")
+
+
+class FilterManager:
+    """Holds one connection's read and write filters and runs them."""
+
+    __slots__ = ("connection", "read_filters", "write_filters")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.read_filters: list[ReadFilter] = []
+        self.write_filters: list[WriteFilter] = []
+
+    def add_read_filter(self, f: ReadFilter) -> None:
+        self.read_filters.append(f)
+
+    def add_write_filter(self, f: WriteFilter) -> None:
+        self.write_filters.append(f)
+
+    def start(self) -> bool:
+        """Give every read filter ``on_new_connection``; False if the chain is empty."""
+        if not self.read_filters:
+            return False
+        for f in self.read_filters:
+            if f.on_new_connection(self.connection) is FilterStatus.STOP:
+                break
+        return True
+
+    async def on_read(self) -> None:
+        """Run the read filters over the connection's read buffer."""
+        buf = self.connection.read_buffer
+        for f in self.read_filters:
+            if not buf:
+                return
+            if await f.on_data(buf) is FilterStatus.STOP:
+                return
+
+    async def read_more(self, caller: ReadFilter) -> bool:
+        """Read once more for ``caller``; False when the peer has closed.
+
+        The new bytes pass through the filters before ``caller`` first; ``caller``
+        then finds them in the connection's read buffer.
+        """
+        conn = self.connection
+        data = await conn.receive_some()
+        if not data:
+            return False
+        conn.read_buffer += data
+        for f in self.read_filters:
+            if f is caller:
+                break
+            if await f.on_data(conn.read_buffer) is FilterStatus.STOP:
+                break
+        return True
+
+    def on_remote_eof(self) -> None:
+        """The peer closed its side; filters learn through the close event."""
+
+    def on_write(self, data: bytearray) -> bool:
+        """Run the write filters; False if one of them dropped the bytes."""
+        return all(f.on_write(data) is not FilterStatus.STOP for f in self.write_filters)

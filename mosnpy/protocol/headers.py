@@ -1,0 +1,129 @@
+"""The header map every protocol hands up and every filter edits.
+
+Names are case-insensitive and stored lower-case; values are ``str`` (HTTP/1 bytes are
+decoded as latin-1, which round-trips every byte).  Order and repeated names are kept,
+because HTTP allows both and a proxy must not reorder what it forwards.
+
+A codec may build a map with :meth:`HeaderMap.from_raw`, giving it the exact header
+block it parsed.  As long as nobody edits the map, :attr:`HeaderMap.raw` still holds
+those bytes and the encoder writes them back unchanged (one ``bytes`` join instead of
+re-serialising every line).  The first edit drops ``raw``: copy on write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+
+__all__ = ["HeaderMap"]
+
+
+class HeaderMap(MutableMapping[str, str]):
+    """An ordered, case-insensitive, multi-valued header map.
+
+    ``m[name]`` and :meth:`get` return the first value; :meth:`get_all` returns every
+    value; ``m[name] = v`` replaces all values; :meth:`add` appends one.
+    """
+
+    __slots__ = ("_items", "raw")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
+        #: The wire bytes of the header block this map was parsed from, while unedited.
+        self.raw: bytes | None = None
+
+    @classmethod
+    def from_raw(cls, items: list[tuple[str, str]], raw: bytes) -> HeaderMap:
+        """Build a map from already lower-cased ``items`` that came from ``raw``."""
+        m = cls.__new__(cls)
+        m._items = items
+        m.raw = raw
+        return m
+
+    # -- reading -----------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> str:
+        name = name.lower()
+        for k, v in self._items:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order (empty when absent)."""
+        name = name.lower()
+        return [v for k, v in self._items if k == name]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        name = name.lower()
+        return any(k == name for k, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for k, _ in self._items:
+            if k not in seen:
+                seen.add(k)
+                yield k
+
+    def __len__(self) -> int:
+        return len({k for k, _ in self._items})
+
+    def items_all(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair in order, repeats included."""
+        return list(self._items)
+
+    def byte_size(self) -> int:
+        """Approximate wire size, for limits."""
+        return sum(len(k) + len(v) + 4 for k, v in self._items)
+
+    # -- editing (each edit drops ``raw``) -------------------------------------------
+
+    def __setitem__(self, name: str, value: str) -> None:
+        name = name.lower()
+        self.raw = None
+        out: list[tuple[str, str]] = []
+        placed = False
+        for k, v in self._items:
+            if k == name:
+                if not placed:
+                    out.append((k, value))
+                    placed = True
+            else:
+                out.append((k, v))
+        if not placed:
+            out.append((name, value))
+        self._items = out
+
+    def add(self, name: str, value: str) -> None:
+        """Append one more value for ``name``."""
+        self.raw = None
+        self._items.append((name.lower(), value))
+
+    def __delitem__(self, name: str) -> None:
+        name = name.lower()
+        kept = [(k, v) for k, v in self._items if k != name]
+        if len(kept) == len(self._items):
+            raise KeyError(name)
+        self.raw = None
+        self._items = kept
+
+    def discard(self, name: str) -> None:
+        """Remove every value of ``name``; absent is fine."""
+        if name in self:
+            del self[name]
+
+    def copy(self) -> HeaderMap:
+        if self.raw is not None:
+            return HeaderMap.from_raw(list(self._items), self.raw)
+        return HeaderMap(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, HeaderMap):
+            return self._items == other._items
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({self._items!r})"

@@ -1,0 +1,43 @@
+"""What the proxy filter of one listener needs: routes, clusters, stream filters, limits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from mosnpy.config.models import ProxyConfig
+from mosnpy.router import RouteTable
+from mosnpy.stream.filter import StreamFilterFactory
+from mosnpy.upstream.cluster import ClusterManager
+
+__all__ = ["DEFAULT_GLOBAL_TIMEOUT", "ProxyContext"]
+
+#: MOSN's route timeout when none is configured.
+DEFAULT_GLOBAL_TIMEOUT = 60.0
+
+
+@attrs.define(kw_only=True)
+class ProxyContext:
+    """Shared by every connection of one listener's ``proxy`` filter.
+
+    Attributes:
+        config: the proxy filter's config.
+        routes: the route table named by ``router_config_name`` (None: every request
+            gets 404).
+        clusters: the cluster manager.
+        stream_filters: the listener's stream filter factories, in order.
+        listener_name: for logs.
+    """
+
+    config: ProxyConfig
+    routes: RouteTable | None
+    clusters: ClusterManager
+    stream_filters: Sequence[StreamFilterFactory] = ()
+    listener_name: str = ""
+    #: largest request body kept in memory so the request can be retried after it
+    #: was sent; larger bodies stream through and are not retried once sent.
+    retry_buffer_limit: int = 1 << 20
+    #: ``extend_config.Http1.max_header_size`` (bytes of request line + headers)
+    max_header_size: int = 8192
+    draining: bool = False

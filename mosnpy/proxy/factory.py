@@ -1,0 +1,165 @@
+"""The ``proxy`` network filter: protocol detection, then the protocol's server driver.
+
+One :class:`ProxyFilterFactory` per listener holds the shared :class:`ProxyContext`;
+each connection gets a :class:`ProxyFilter`.  With one concrete downstream protocol the
+driver starts at once; with ``Auto`` or a comma-separated list the first bytes are
+sniffed by each candidate's matcher (MOSN's SelectStreamFactoryProtocol): AGAIN keeps
+buffering, FAILED for every candidate closes the connection (logging the first bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from mosnpy.config.errors import ConfigError
+from mosnpy.config.mosn import parse_proxy_config
+from mosnpy.net.connection import Connection
+from mosnpy.net.events import ConnectionEvent
+from mosnpy.net.filter import FilterStatus
+from mosnpy.net.filtermanager import FilterManager
+from mosnpy.protocol.descriptor import ProtocolDescriptor
+from mosnpy.protocol.matcher import MatchResult, select
+from mosnpy.protocol.registry import AUTO, PROTOCOLS
+from mosnpy.proxy.context import ProxyContext
+from mosnpy.proxy.server_http1 import Http1ServerDriver
+from mosnpy.registry import UnknownNameError
+from mosnpy.router import Routers, RouteTable
+from mosnpy.stream.filter import StreamFilterFactory
+from mosnpy.upstream.cluster import ClusterManager
+
+__all__ = [
+    "BuildContext",
+    "ProxyFilter",
+    "ProxyFilterFactory",
+    "create_proxy_filter_factory",
+    "resolve_protocols",
+]
+
+log = logging.getLogger("mosnpy.proxy")
+
+
+class ServerDriver(Protocol):
+    async def on_data(self, buf: bytearray) -> FilterStatus: ...
+
+    def on_shutdown(self) -> None: ...
+
+
+def resolve_protocols(spec: str) -> list[tuple[str, ProtocolDescriptor]]:
+    """``"Http1"``, ``"Http1,Http2"`` or ``"Auto"`` → descriptors, in sniffing order.
+
+    Raises:
+        UnknownNameError: a name is not registered.
+    """
+    names = PROTOCOLS.names() if spec == AUTO else [n.strip() for n in spec.split(",") if n.strip()]
+    return [(name, PROTOCOLS.get(name)) for name in names]
+
+
+class ProxyFilter:
+    """The per-connection read filter bridging NET/IO to the protocol and proxy layers."""
+
+    def __init__(self, ctx: ProxyContext, candidates: list[tuple[str, ProtocolDescriptor]]) -> None:
+        self.ctx = ctx
+        self.candidates = candidates
+        self.driver: ServerDriver | None = None
+        self.conn: Connection | None = None
+
+    def on_new_connection(self, connection: Connection) -> FilterStatus:
+        self.conn = connection
+        connection.add_event_listener(self._on_event)
+        if len(self.candidates) == 1:
+            self.driver = self._make_driver(self.candidates[0][1])
+        return FilterStatus.CONTINUE
+
+    async def on_data(self, buffer: bytearray) -> FilterStatus:
+        if self.driver is None:
+            result, name = select(bytes(buffer[:64]), [(n, d.matcher) for n, d in self.candidates])
+            if result is MatchResult.AGAIN:
+                return FilterStatus.STOP
+            if result is MatchResult.FAILED or name is None:
+                assert self.conn is not None
+                log.warning(
+                    "connection %s: no protocol of %s matches first bytes %r; closing",
+                    self.conn.id,
+                    [n for n, _ in self.candidates],
+                    bytes(buffer[:10]),
+                )
+                self.conn.close()
+                return FilterStatus.STOP
+            self.driver = self._make_driver(dict(self.candidates)[name])
+        return await self.driver.on_data(buffer)
+
+    def _make_driver(self, descriptor: ProtocolDescriptor) -> ServerDriver:
+        assert self.conn is not None
+        if descriptor.name == "Http1":
+            return Http1ServerDriver(self.ctx, self.conn, self)
+        raise NotImplementedError(f"protocol {descriptor.name!r} has no proxy driver yet")
+
+    def _on_event(self, event: ConnectionEvent) -> None:
+        if event is ConnectionEvent.SHUTDOWN:
+            if self.driver is not None:
+                self.driver.on_shutdown()
+            elif self.conn is not None:
+                self.conn.close()
+
+
+class ProxyFilterFactory:
+    """One per listener: gives each connection a :class:`ProxyFilter`."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.candidates = resolve_protocols(ctx.config.downstream_protocol)
+
+    def create_filter_chain(self, manager: FilterManager) -> None:
+        manager.add_read_filter(ProxyFilter(self.ctx, self.candidates))
+
+
+class BuildContext(Protocol):
+    """What the runtime hands a network filter factory when building a listener."""
+
+    @property
+    def routers(self) -> Routers: ...
+
+    @property
+    def clusters(self) -> ClusterManager: ...
+
+    @property
+    def stream_filters(self) -> Sequence[StreamFilterFactory]: ...
+
+    @property
+    def listener_name(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+def create_proxy_filter_factory(config: Mapping[str, Any], build: BuildContext) -> ProxyFilterFactory:
+    """The ``proxy`` entry of the network filter registry.
+
+    Raises:
+        ConfigError: bad proxy config, unknown router or protocol (with the key path).
+    """
+    path = f"{build.path}.config"
+    proxy_cfg = parse_proxy_config(config, path)
+    routes: RouteTable | None = None
+    if proxy_cfg.router_config_name:
+        try:
+            routes = build.routers.get(proxy_cfg.router_config_name)
+        except KeyError as exc:
+            raise ConfigError(f"{path}.router_config_name", str(exc).strip("\"'")) from None
+    http1_cfg = proxy_cfg.extend_config.get("Http1", {})
+    ctx = ProxyContext(
+        config=proxy_cfg,
+        routes=routes,
+        clusters=build.clusters,
+        stream_filters=build.stream_filters,
+        listener_name=build.listener_name,
+        max_header_size=int(http1_cfg.get("max_header_size", 8192))
+        if isinstance(http1_cfg, Mapping)
+        else 8192,
+    )
+    try:
+        return ProxyFilterFactory(ctx)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{path}.downstream_protocol", str(exc)) from None

@@ -1,0 +1,124 @@
+"""The downstream phase machine as data: the phases, their order and allowed jumps.
+
+Theory of operation
+-------------------
+Every request walks MOSN's phase list in order (:data:`ORDER`).  Each phase's handler
+returns the next phase; the normal successor is the next one in :data:`ORDER`, and any
+other answer must be listed in :data:`JUMPS` for that phase, or the machine raises
+:class:`IllegalTransition` (a bug, never a client's doing).  This file is the only place
+the transitions live, so the machine can be read, drawn and tested as a table.
+
+The jumps:
+
+* a local reply (no route, direct response, redirect, a filter's hijack, an upstream
+  error) jumps to ``UP_FILTER`` so the reply goes through the sender filters;
+* a filter may ``TERMINATE`` (jump to ``END``, no response);
+* after-route filters may re-match the route, after-choose-host filters may re-choose
+  the host;
+* an upstream failure that the retry policy allows jumps to ``RETRY``, which picks a
+  host again and resends from ``DOWN_RECV_HEADER``;
+* ``ONEWAY`` ends a request that expects no response; otherwise its normal successor
+  is ``WAIT_NOTIFY`` (``RETRY`` is entered only by a jump, and its successor is
+  ``DOWN_RECV_HEADER``: a retry resends the request).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["IllegalTransition", "JUMPS", "MAX_JUMPS", "ORDER", "Phase", "allowed", "check"]
+
+
+class Phase(Enum):
+    INIT = "Init"
+    DOWN_FILTER = "DownFilter"
+    MATCH_ROUTE = "MatchRoute"
+    DOWN_FILTER_AFTER_ROUTE = "DownFilterAfterRoute"
+    CHOOSE_HOST = "ChooseHost"
+    DOWN_FILTER_AFTER_CHOOSE_HOST = "DownFilterAfterChooseHost"
+    DOWN_RECV_HEADER = "DownRecvHeader"
+    DOWN_RECV_DATA = "DownRecvData"
+    DOWN_RECV_TRAILER = "DownRecvTrailer"
+    ONEWAY = "Oneway"
+    RETRY = "Retry"
+    WAIT_NOTIFY = "WaitNotify"
+    UP_FILTER = "UpFilter"
+    UP_RECV_HEADER = "UpRecvHeader"
+    UP_RECV_DATA = "UpRecvData"
+    UP_RECV_TRAILER = "UpRecvTrailer"
+    END = "End"
+
+
+P = Phase
+
+#: The phases in MOSN's order; each one's normal successor is the next.
+ORDER: tuple[Phase, ...] = tuple(Phase)
+
+_REPLY = {P.UP_FILTER}
+_TERMINATE = {P.END}
+_RETRY = {P.RETRY}
+
+#: Extra transitions each phase may take besides its normal successor.
+JUMPS: dict[Phase, frozenset[Phase]] = {
+    P.INIT: frozenset(),
+    P.DOWN_FILTER: frozenset(_REPLY | _TERMINATE),
+    P.MATCH_ROUTE: frozenset(_REPLY),
+    P.DOWN_FILTER_AFTER_ROUTE: frozenset({P.MATCH_ROUTE} | _REPLY | _TERMINATE),
+    P.CHOOSE_HOST: frozenset(_REPLY | _RETRY),
+    P.DOWN_FILTER_AFTER_CHOOSE_HOST: frozenset({P.CHOOSE_HOST} | _REPLY | _TERMINATE),
+    P.DOWN_RECV_HEADER: frozenset(_RETRY | _REPLY | _TERMINATE),
+    P.DOWN_RECV_DATA: frozenset(_RETRY | _REPLY | _TERMINATE),
+    P.DOWN_RECV_TRAILER: frozenset(_RETRY | _REPLY | _TERMINATE),
+    P.ONEWAY: frozenset(_TERMINATE),
+    P.RETRY: frozenset(_REPLY),
+    P.WAIT_NOTIFY: frozenset(_RETRY | _REPLY | _TERMINATE),
+    P.UP_FILTER: frozenset(_TERMINATE),
+    P.UP_RECV_HEADER: frozenset(_TERMINATE),
+    P.UP_RECV_DATA: frozenset(_TERMINATE),
+    P.UP_RECV_TRAILER: frozenset(),
+    P.END: frozenset(),
+}
+
+#: A request may take at most this many backward jumps (re-match, re-choose, retry)
+#: before the machine gives up; MOSN caps its loop the same way.
+MAX_JUMPS = 10
+
+
+class IllegalTransition(RuntimeError):
+    """A phase handler asked for a transition the table does not allow."""
+
+
+#: Where the normal successor is not simply the next phase in ORDER: RETRY is only
+#: ever entered by a jump, so ONEWAY steps over it, and a retry resends the request.
+_SUCCESSOR_OVERRIDES = {P.ONEWAY: P.WAIT_NOTIFY, P.RETRY: P.DOWN_RECV_HEADER}
+
+
+def successor(phase: Phase) -> Phase | None:
+    """The normal next phase, or None for END."""
+    if phase in _SUCCESSOR_OVERRIDES:
+        return _SUCCESSOR_OVERRIDES[phase]
+    i = ORDER.index(phase)
+    return ORDER[i + 1] if i + 1 < len(ORDER) else None
+
+
+_SUCCESSOR = {p: successor(p) for p in Phase}
+
+
+def allowed(src: Phase) -> frozenset[Phase]:
+    """Every phase ``src`` may go to."""
+    nxt = _SUCCESSOR[src]
+    return JUMPS[src] | ({nxt} if nxt is not None else set())
+
+
+_ALLOWED = {p: allowed(p) for p in Phase}
+
+
+def check(src: Phase, dst: Phase) -> None:
+    """Raise :class:`IllegalTransition` unless ``src → dst`` is in the table."""
+    if dst not in _ALLOWED[src]:
+        raise IllegalTransition(f"{src.value} -> {dst.value} is not an allowed transition")
+
+
+def is_backward(src: Phase, dst: Phase) -> bool:
+    """True for jumps that revisit an earlier phase (counted against MAX_JUMPS)."""
+    return ORDER.index(dst) <= ORDER.index(src)

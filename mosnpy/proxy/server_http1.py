@@ -1,0 +1,95 @@
+"""The HTTP/1 server side of the proxy filter: requests in order, one at a time.
+
+Bytes from the downstream connection go into the sans-I/O server codec; each request
+head starts a :class:`~mosnpy.proxy.downstream.DownStream`, which pulls the rest of its
+request (body pieces) through :meth:`Http1ServerDriver.next_event`.  Pipelined requests
+wait in the event queue and are served in order, so responses leave in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from mosnpy.net.connection import Connection, ConnectionClosedError
+from mosnpy.net.filter import FilterStatus, ReadFilter
+from mosnpy.protocol.http1 import Http1Error, Http1ServerCodec
+from mosnpy.protocol.http1.events import EndOfMessage, Event, RequestHead
+from mosnpy.proxy.context import ProxyContext
+from mosnpy.proxy.downstream import DownStream
+
+__all__ = ["Http1ServerDriver"]
+
+log = logging.getLogger("mosnpy.proxy")
+
+
+class Http1ServerDriver:
+    """Serves HTTP/1.1 requests arriving on one downstream connection."""
+
+    def __init__(self, ctx: ProxyContext, conn: Connection, owner: ReadFilter) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.owner = owner
+        self.codec = Http1ServerCodec(max_header_size=ctx.max_header_size)
+        self.events: deque[Event] = deque()
+        self.busy = False
+
+    async def on_data(self, buf: bytearray) -> FilterStatus:
+        data = bytes(buf)
+        buf.clear()
+        try:
+            self.events.extend(self.codec.receive_data(data))
+        except Http1Error as exc:
+            await self._refuse(exc)
+            return FilterStatus.STOP
+        events = self.events
+        while events and not self.conn.closed:
+            event = events.popleft()
+            if isinstance(event, EndOfMessage):
+                continue  # the end of a bodiless request, already served
+            if not isinstance(event, RequestHead):
+                log.error("connection %s: %r outside a request", self.conn.id, event)
+                self.conn.close()
+                break
+            self.busy = True
+            try:
+                keep_alive = await DownStream(self.ctx, self.conn, self.codec, self, event).run()
+            except Http1Error as exc:
+                await self._refuse(exc)
+                break
+            finally:
+                self.busy = False
+            if not keep_alive:
+                self.conn.close()
+                break
+        return FilterStatus.STOP
+
+    async def next_event(self) -> Event:
+        """The next request event, reading from the connection as needed.
+
+        Raises:
+            EOFError: the client closed mid-request.
+            Http1Error: the rest of the request is malformed.
+        """
+        while not self.events:
+            fm = self.conn.filter_manager
+            got_more = await fm.read_more(self.owner)
+            data = bytes(self.conn.read_buffer) if got_more else b""
+            self.conn.read_buffer.clear()
+            self.events.extend(self.codec.receive_data(data))
+            if not got_more and not self.events:
+                raise EOFError("client closed mid-request")
+        return self.events.popleft()
+
+    def on_shutdown(self) -> None:
+        """Graceful drain: idle connections close now, busy ones after this request."""
+        if not self.busy:
+            self.conn.close()
+
+    async def _refuse(self, exc: Http1Error) -> None:
+        log.info("connection %s: bad request (%d %s)", self.conn.id, exc.status, exc.reason)
+        try:
+            await self.conn.send_all(self.codec.error_response(exc.status, exc.reason))
+        except ConnectionClosedError:
+            pass
+        self.conn.close()

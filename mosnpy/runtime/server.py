@@ -1,0 +1,103 @@
+"""A running mosnpy: listeners, clusters and a graceful drain.
+
+:class:`MosnServer` is what both ways in share: ``mosnpy -c config.json`` builds one
+from a file, and library users build one from models in code.  ``serve()`` binds every
+listener (reporting readiness through ``task_status``), then runs until
+:meth:`MosnServer.shutdown` is called; shutdown drains: listeners stop accepting, idle
+connections close, in-flight requests get ``graceful_timeout`` seconds to finish, and
+whatever is left is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import trio
+
+from mosnpy.config.models import MosnConfig
+from mosnpy.net.listener import Listener
+from mosnpy.runtime.builder import build_clusters, build_listeners
+from mosnpy.upstream.cluster import ClusterManager
+
+__all__ = ["MosnServer", "run"]
+
+log = logging.getLogger("mosnpy")
+
+
+class MosnServer:
+    """Listeners and clusters built from a :class:`~mosnpy.config.MosnConfig`.
+
+    Raises:
+        ConfigError: a name in the config is unknown to its registry (with its path).
+    """
+
+    def __init__(self, config: MosnConfig) -> None:
+        self.config = config
+        self.clusters: ClusterManager = build_clusters(config)
+        self.listeners: list[Listener] = build_listeners(config, self.clusters)
+        self.graceful_timeout = max((s.graceful_timeout for s in config.servers), default=30.0)
+        self._shutdown = trio.Event()
+        self._stopped = trio.Event()
+
+    def listener(self, name: str) -> Listener:
+        """The listener called ``name`` (its ``address`` shows the bound port)."""
+        for lst in self.listeners:
+            if lst.name == name:
+                return lst
+        raise KeyError(f"no listener {name!r} (known: {', '.join(x.name for x in self.listeners)})")
+
+    def bind(self) -> None:
+        """Bind every listener now (``serve`` does it otherwise).
+
+        Raises:
+            OSError: an address is in use or cannot be bound.
+        """
+        for lst in self.listeners:
+            lst.bind()
+
+    async def serve(self, *, task_status: trio.TaskStatus[MosnServer] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`shutdown`; then drain within ``graceful_timeout``."""
+        try:
+            async with trio.open_nursery() as nursery:
+                for lst in self.listeners:
+                    await nursery.start(lst.serve)
+                task_status.started(self)
+                await self._shutdown.wait()
+                log.info("draining (up to %.1fs)", self.graceful_timeout)
+                async with trio.open_nursery() as drains:
+                    for lst in self.listeners:
+                        drains.start_soon(lst.drain, self.graceful_timeout)
+        finally:
+            self.clusters.close()
+            self._stopped.set()
+        log.info("stopped")
+
+    def shutdown(self) -> None:
+        """Begin the graceful drain (idempotent, callable from any task)."""
+        self._shutdown.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def run(config: MosnConfig, *, handle_signals: bool = True) -> None:
+    """Build and serve ``config``; with ``handle_signals``, SIGTERM/SIGINT drain it."""
+    server = MosnServer(config)
+    server.bind()  # here, so "address in use" surfaces as a plain OSError
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        if handle_signals:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                nursery.start_soon(_on_signal, signals, server)
+                await server.wait_stopped()
+                nursery.cancel_scope.cancel()
+        else:
+            await server.wait_stopped()
+
+
+async def _on_signal(signals: AsyncIterator[int], server: MosnServer) -> None:
+    async for signum in signals:
+        log.info("received %s", signal.Signals(signum).name)
+        server.shutdown()

@@ -1,0 +1,1 @@
+"""Built-in stream filters, registered through the same entry points as plugins."""

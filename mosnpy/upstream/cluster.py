@@ -1,0 +1,114 @@
+"""Clusters and the cluster manager.
+
+A :class:`Cluster` is a named set of hosts, a load balancer over them, circuit-breaker
+limits and one connection pool per (host, protocol).  The :class:`ClusterManager` maps
+names to clusters; the proxy asks it for a host and a pool per request attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig
+from mosnpy.registry import UnknownNameError
+from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
+from mosnpy.upstream.host import Host
+from mosnpy.upstream.lb import LbContext, LoadBalancer
+from mosnpy.upstream.pool import PingPongPool
+from mosnpy.upstream.registry import LOAD_BALANCERS
+
+__all__ = ["Cluster", "ClusterManager"]
+
+
+class Cluster:
+    """Hosts, a load balancer, limits and pools for one upstream service."""
+
+    def __init__(self, config: ClusterConfig, *, lb: LoadBalancer | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.hosts = [Host.from_config(h) for h in config.hosts]
+        self.lb: LoadBalancer = lb or LOAD_BALANCERS.get(config.lb_type)(self.hosts, config.lb_config)
+        self.limits = config.circuit_breakers[0] if config.circuit_breakers else CircuitBreakerConfig()
+        self.active_requests = 0
+        self.active_retries = 0
+        self._pools: dict[tuple[str, str], PingPongPool] = {}
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.name} hosts={len(self.hosts)} active={self.active_requests}>"
+
+    def choose_host(self, context: LbContext | None = None) -> Host:
+        """Pick a host with the load balancer.
+
+        Raises:
+            NoHealthyHostError: no healthy host.
+        """
+        host = self.lb.choose(context)
+        if host is None:
+            raise NoHealthyHostError(f"no healthy upstream in cluster {self.name!r}")
+        return host
+
+    def start_request(self) -> None:
+        """Count a request against ``max_requests``.
+
+        Raises:
+            OverflowError_: the cluster is at its ``max_requests``.
+        """
+        if self.limits.max_requests and self.active_requests >= self.limits.max_requests:
+            raise OverflowError_(f"cluster {self.name!r}: max_requests {self.limits.max_requests} reached")
+        self.active_requests += 1
+
+    def end_request(self) -> None:
+        self.active_requests -= 1
+
+    def try_start_retry(self) -> bool:
+        """Count a retry against ``max_retries``; False when the budget is full."""
+        if self.limits.max_retries and self.active_retries >= self.limits.max_retries:
+            return False
+        self.active_retries += 1
+        return True
+
+    def end_retry(self) -> None:
+        self.active_retries -= 1
+
+    def pool(self, host: Host, protocol: str) -> PingPongPool:
+        """The pool for ``host`` speaking ``protocol`` (created on first use)."""
+        key = (host.address, protocol)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = PingPongPool(
+                host,
+                max_connections=self.limits.max_connections,
+                connect_timeout=self.config.connect_timeout,
+                idle_timeout=self.config.idle_timeout,
+            )
+            self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+
+class ClusterManager:
+    """Name → :class:`Cluster`."""
+
+    def __init__(self, clusters: Iterable[Cluster] = ()) -> None:
+        self.clusters: dict[str, Cluster] = {c.name: c for c in clusters}
+
+    @classmethod
+    def from_configs(cls, configs: Iterable[ClusterConfig]) -> ClusterManager:
+        return cls(Cluster(c) for c in configs)
+
+    def add(self, cluster: Cluster) -> None:
+        self.clusters[cluster.name] = cluster
+
+    def get(self, name: str) -> Cluster:
+        """Raises UnknownNameError listing the known clusters."""
+        try:
+            return self.clusters[name]
+        except KeyError:
+            raise UnknownNameError("cluster", name, sorted(self.clusters)) from None
+
+    def close(self) -> None:
+        for c in self.clusters.values():
+            c.close()
