@@ -35,7 +35,7 @@ from mosnpy.protocol.http1 import Http1Error, Http1ServerCodec
 from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
 from mosnpy.proxy import replies
 from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
-from mosnpy.proxy.phases import MAX_JUMPS, Phase, check, is_backward
+from mosnpy.proxy.phases import MAX_JUMPS, ORDER, Phase, check, is_backward
 from mosnpy.proxy.upstream_http1 import Http1Upstream
 from mosnpy.registry import UnknownNameError
 from mosnpy.stream.chain import StreamFilterChain
@@ -138,7 +138,7 @@ class DownStream:
         jumps = 0
         try:
             while phase is not Phase.END:
-                nxt = await _HANDLERS[phase](self)
+                nxt = await _HANDLER_BY_INDEX[phase.idx](self)
                 check(phase, nxt)
                 if is_backward(phase, nxt):
                     jumps += 1
@@ -491,36 +491,45 @@ class DownStream:
     async def _up_recv_data(self) -> Phase:
         up = self.upstream
         assert up is not None
-        framing = self.down_framing
-        codec = self.codec
-        out = self.out
-        ended = False
-        try:
-            with trio.move_on_at(self.global_deadline):
-                while not ended:
-                    for event in await up.receive_events():
-                        if isinstance(event, Body):
-                            out.append(codec.encode_body(event.data, framing))
-                        elif isinstance(event, EndOfMessage):
-                            out.append(codec.encode_end(framing, event.trailers))
-                            ended = True
-                            up.done = True
-                            break
-                    await self.conn.send_all(b"".join(out))
-                    out.clear()
-        except (ConnectionClosedError, EOFError, Http1Error) as exc:
-            if isinstance(exc, ConnectionClosedError) and self.conn.closed:
-                raise  # the downstream went away
-            log.info("stream %s: upstream broke mid-response: %s", self.stream.id, exc)
+        # Small responses usually arrive whole with their head: finish those without
+        # arming a timeout scope (a cancel scope costs more than the rest of this).
+        ended = self._encode_response_events(up, list(up.events))
+        up.events.clear()
+        if not ended:
+            try:
+                with trio.move_on_at(self.global_deadline):
+                    while not ended:
+                        await self.conn.send_all(b"".join(self.out))
+                        self.out.clear()
+                        ended = self._encode_response_events(up, await up.receive_events())
+            except (ConnectionClosedError, EOFError, Http1Error) as exc:
+                if isinstance(exc, ConnectionClosedError) and self.conn.closed:
+                    raise  # the downstream went away
+                log.info("stream %s: upstream broke mid-response: %s", self.stream.id, exc)
         if not ended:
             # Timed out or broke after the response started: all we can do is cut it.
             self.stream.reset(ResetReason.UPSTREAM_RESET)
             self.keep_alive = False
             self.conn.close()
             return Phase.END
-        if up.events:
-            up.done = False  # bytes after the response: do not reuse this connection
+        await self.conn.send_all(b"".join(self.out))
+        self.out.clear()
         return Phase.UP_RECV_TRAILER
+
+    def _encode_response_events(self, up: Http1Upstream, events: list[Event]) -> bool:
+        """Encode response events into ``self.out``; True once the response ended."""
+        framing = self.down_framing
+        codec = self.codec
+        out = self.out
+        for i, event in enumerate(events):
+            if isinstance(event, Body):
+                out.append(codec.encode_body(event.data, framing))
+            elif isinstance(event, EndOfMessage):
+                out.append(codec.encode_end(framing, event.trailers))
+                # Anything after the response is unexpected: never reuse such a connection.
+                up.done = i == len(events) - 1
+                return True
+        return False
 
     async def _up_recv_trailer(self) -> Phase:
         if self.down_framing is BodyFraming.CLOSE:
@@ -561,3 +570,6 @@ _HANDLERS: dict[Phase, Handler] = {
     Phase.UP_RECV_TRAILER: DownStream._up_recv_trailer,
     Phase.END: DownStream._end,
 }
+
+#: The handlers in phase order, indexed by ``Phase.idx`` on the hot path.
+_HANDLER_BY_INDEX: tuple[Handler, ...] = tuple(_HANDLERS[p] for p in ORDER)

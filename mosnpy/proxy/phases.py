@@ -48,6 +48,10 @@ class Phase(Enum):
     UP_RECV_TRAILER = "UpRecvTrailer"
     END = "End"
 
+    #: position in ORDER, set below; the hot path compares these ints instead of
+    #: hashing members (an Enum member hashes in Python code)
+    idx: int
+
 
 P = Phase
 
@@ -110,15 +114,19 @@ def allowed(src: Phase) -> frozenset[Phase]:
     return JUMPS[src] | ({nxt} if nxt is not None else set())
 
 
-_ALLOWED = {p: allowed(p) for p in Phase}
+# The machine checks every transition of every request, so the table is also
+# compiled to plain ints: Enum members hash in Python code, small ints do not.
+for _i, _p in enumerate(ORDER):
+    _p.idx = _i
+_ALLOWED_BY_INDEX: tuple[frozenset[int], ...] = tuple(frozenset(d.idx for d in allowed(p)) for p in ORDER)
 
 
 def check(src: Phase, dst: Phase) -> None:
     """Raise :class:`IllegalTransition` unless ``src → dst`` is in the table."""
-    if dst not in _ALLOWED[src]:
+    if dst.idx not in _ALLOWED_BY_INDEX[src.idx]:
         raise IllegalTransition(f"{src.value} -> {dst.value} is not an allowed transition")
 
 
 def is_backward(src: Phase, dst: Phase) -> bool:
     """True for jumps that revisit an earlier phase (counted against MAX_JUMPS)."""
-    return ORDER.index(dst) <= ORDER.index(src)
+    return dst.idx <= src.idx

@@ -4,9 +4,9 @@ Bookkeeping is synchronous and done before any ``await`` (the lesson of httpcore
 leaked "connecting" slots): :meth:`PingPongPool.acquire` counts a connect attempt
 *before* dialing and un-counts it in ``finally``, so a request cancelled at any await
 leaves the counts right.  Idle connections sit on a stack (most recently used first,
-so a warm connection is reused and cold ones age out); before reuse each gets a
-non-blocking ``MSG_PEEK`` so one the server closed while idle is dropped instead of
-failing the request.
+so a warm connection is reused and cold ones age out); before reuse one that sat idle
+for a while gets a non-blocking ``MSG_PEEK``, so a connection the server closed while
+idle is dropped instead of failing the request.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from mosnpy.net.connection import Connection, connect
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
 from mosnpy.upstream.host import Host
 
-__all__ = ["PingPongPool"]
+__all__ = ["PEEK_AFTER_IDLE", "PingPongPool"]
+
+#: Only a connection idle longer than this gets the ``MSG_PEEK`` liveness probe (one
+#: syscall).  A fresher one that turns out dead is caught anyway: the proxy resends a
+#: request that got no byte back from a reused connection on a fresh one.
+PEEK_AFTER_IDLE = 1.0
 
 log = logging.getLogger("mosnpy.upstream")
 
@@ -70,7 +75,7 @@ class PingPongPool:
             if self.idle_timeout and now - conn.last_active > self.idle_timeout:
                 conn.close()
                 continue
-            if conn.peer_closed_while_idle():
+            if now - conn.last_active > PEEK_AFTER_IDLE and conn.peer_closed_while_idle():
                 conn.close()
                 continue
             self.lent += 1
