@@ -40,4 +40,3 @@ class ProxyContext:
     retry_buffer_limit: int = 1 << 20
     #: ``extend_config.Http1.max_header_size`` (bytes of request line + headers)
     max_header_size: int = 8192
-    draining: bool = False

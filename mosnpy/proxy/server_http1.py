@@ -1,7 +1,7 @@
 """The HTTP/1 server side of the proxy filter: requests in order, one at a time.
 
 Bytes from the downstream connection go into the sans-I/O server codec; each request
-head starts a :class:`~mosnpy.proxy.downstream.DownStream`, which pulls the rest of its
+head starts a :class:`~mosnpy.proxy.downstream_http1.Http1DownStream`, which pulls the rest of its
 request (body pieces) through :meth:`Http1ServerDriver.next_event`.  Pipelined requests
 wait in the event queue and are served in order, so responses leave in order.
 """
@@ -16,7 +16,7 @@ from mosnpy.net.filter import FilterStatus, ReadFilter
 from mosnpy.protocol.http1 import Http1Error, Http1ServerCodec
 from mosnpy.protocol.http1.events import EndOfMessage, Event, RequestHead
 from mosnpy.proxy.context import ProxyContext
-from mosnpy.proxy.downstream import DownStream
+from mosnpy.proxy.downstream_http1 import Http1DownStream
 
 __all__ = ["Http1ServerDriver"]
 
@@ -33,6 +33,9 @@ class Http1ServerDriver:
         self.codec = Http1ServerCodec(max_header_size=ctx.max_header_size)
         self.events: deque[Event] = deque()
         self.busy = False
+        #: graceful drain began: the request in flight is answered with
+        #: ``Connection: close`` and the connection closes after it
+        self.draining = False
 
     async def on_data(self, buf: bytearray) -> FilterStatus:
         data = bytes(buf)
@@ -53,7 +56,7 @@ class Http1ServerDriver:
                 break
             self.busy = True
             try:
-                keep_alive = await DownStream(self.ctx, self.conn, self.codec, self, event).run()
+                keep_alive = await Http1DownStream(self.ctx, self.conn, self.codec, self, event).serve()
             except Http1Error as exc:
                 await self._refuse(exc)
                 break
@@ -83,6 +86,7 @@ class Http1ServerDriver:
 
     def on_shutdown(self) -> None:
         """Graceful drain: idle connections close now, busy ones after this request."""
+        self.draining = True
         if not self.busy:
             self.conn.close()
 

@@ -69,6 +69,9 @@ class PingPongPool:
             OverflowError_: ``max_connections`` are already lent or connecting.
             ConnectFailedError: the connect failed or timed out.
         """
+        # The one checkpoint comes first: from here to a reused connection being handed
+        # out nothing awaits, so a cancelled acquire cannot leak a lent slot.
+        await trio.lowlevel.checkpoint_if_cancelled()
         now = trio.current_time()
         while self.idle:
             conn = self.idle.pop()
@@ -79,7 +82,6 @@ class PingPongPool:
                 conn.close()
                 continue
             self.lent += 1
-            await trio.lowlevel.checkpoint_if_cancelled()
             return conn, True
         if self.max_connections and self.lent + self.connecting >= self.max_connections:
             raise OverflowError_(f"{self.host.address}: max_connections {self.max_connections} reached")

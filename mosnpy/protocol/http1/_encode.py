@@ -22,6 +22,7 @@ __all__ = [
     "RESPONSE_SKIP",
     "chunk",
     "encode_fields",
+    "fields_as_is",
     "last_chunk",
     "request_line",
     "status_line",
@@ -35,8 +36,6 @@ HOP_BY_HOP = frozenset(
 REQUEST_SKIP = HOP_BY_HOP | {"expect"}
 RESPONSE_SKIP = HOP_BY_HOP
 _CL = frozenset({"content-length"})
-_REQUEST_SKIP_CL = REQUEST_SKIP | _CL
-_RESPONSE_SKIP_CL = RESPONSE_SKIP | _CL
 _TRAILER_SKIP = HOP_BY_HOP | {"content-length", "host", "expect"}
 
 # One serialised header block: lower-case token names, values without CTLs (HTAB and
@@ -88,6 +87,21 @@ def serialize(headers: HeaderMap, skip: frozenset[str]) -> bytes:
         ) from None
 
 
+def fields_as_is(headers: HeaderMap, *, request: bool) -> bytes:
+    """The map's header lines as they are (no framing fields added or removed)."""
+    raw = headers.raw
+    if raw is not None:
+        return raw
+    return serialize(headers, REQUEST_SKIP if request else RESPONSE_SKIP)
+
+
+def _may_have_content_length(headers: HeaderMap, raw: bytes | None) -> bool:
+    """Cheap test; a false positive only sends us down the (still correct) slow path."""
+    if raw is not None:
+        return b"content-length:" in raw.lower()
+    return "content-length" in headers
+
+
 def encode_fields(
     headers: HeaderMap, framing: BodyFraming, content_length: int | None, *, request: bool
 ) -> bytes:
@@ -95,34 +109,33 @@ def encode_fields(
 
     LENGTH: exactly one ``content-length`` equal to ``content_length`` (taken from the
     map when ``content_length`` is None); CHUNKED: ``transfer-encoding: chunked`` and no
-    content-length; NONE and CLOSE: the map as it is.  Hop-by-hop fields (and Expect on
-    requests) are never written.  Unedited parsed maps are written from ``raw``.
+    content-length; NONE and CLOSE: no framing field at all (a content-length in the map
+    is left out).  Hop-by-hop fields (and Expect on requests) are never written.
+    Unedited parsed maps are written from ``raw`` whenever that is already right.
     """
     raw = headers.raw
+    skip = REQUEST_SKIP if request else RESPONSE_SKIP
     if framing is BodyFraming.LENGTH:
+        if raw is not None and content_length is not None and not _may_have_content_length(headers, raw):
+            return raw + b"content-length: %d\r\n" % content_length
         have = headers.get_all("content-length")
         if content_length is None:
             if len(have) != 1 or not (have[0].isascii() and have[0].isdigit()):
                 raise Http1Error(500, "LENGTH framing without a content length")
             content_length = int(have[0])
         if not have:
-            block = raw if raw is not None else serialize(headers, REQUEST_SKIP if request else RESPONSE_SKIP)
+            block = raw if raw is not None else serialize(headers, skip)
             return block + b"content-length: %d\r\n" % content_length
-        if raw is not None and len(have) == 1 and have[0] == str(content_length):
-            return raw
         if len(have) == 1 and have[0] == str(content_length):
-            return serialize(headers, REQUEST_SKIP if request else RESPONSE_SKIP)
-        block = serialize(headers, _REQUEST_SKIP_CL if request else _RESPONSE_SKIP_CL)
-        return block + b"content-length: %d\r\n" % content_length
+            return raw if raw is not None else serialize(headers, skip)
+        return serialize(headers, skip | _CL) + b"content-length: %d\r\n" % content_length
+    if _may_have_content_length(headers, raw):
+        block = serialize(headers, skip | _CL)
+    else:
+        block = raw if raw is not None else serialize(headers, skip)
     if framing is BodyFraming.CHUNKED:
-        if "content-length" in headers:
-            block = serialize(headers, _REQUEST_SKIP_CL if request else _RESPONSE_SKIP_CL)
-        else:
-            block = raw if raw is not None else serialize(headers, REQUEST_SKIP if request else RESPONSE_SKIP)
         return block + b"transfer-encoding: chunked\r\n"
-    if raw is not None:
-        return raw
-    return serialize(headers, REQUEST_SKIP if request else RESPONSE_SKIP)
+    return block
 
 
 def chunk(data: bytes) -> bytes:

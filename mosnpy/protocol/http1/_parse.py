@@ -33,8 +33,8 @@ __all__ = [
     "HEAD",
     "LENGTH",
     "TRAILERS",
-    "FieldKind",
     "MessageReader",
+    "is_keep_alive",
     "NO_CALLBACKS",
     "parse_fields",
     "REQUEST_FIELDS",
@@ -62,37 +62,33 @@ NO_CALLBACKS = object()
 _CRLF_RUN = re.compile(rb"[\r\n]*")
 
 
-class FieldKind:
-    """What the field scan does with a header name (absent from the table: keep it)."""
-
-    CONNECTION = 1  # hop-by-hop; its tokens decide keep-alive and name more hop-by-hop fields
-    HOP = 2  # hop-by-hop: dropped from map and raw
-    TRANSFER_ENCODING = 3  # hop-by-hop; decides framing
-    CONTENT_LENGTH = 4  # kept; decides framing
-    EXPECT = 5  # kept in the map, left out of ``raw`` (the proxy answers 100-continue itself)
-    HOST = 6  # kept; must not repeat
-    UPGRADE = 7  # hop-by-hop; its tokens decide whether an upgrade can be ignored
-
+# What the field scan does with a header name (names absent from the table are kept).
+# Plain module ints rather than an Enum: they are compared once per special header.
+K_CONNECTION = 1  # hop-by-hop; its tokens decide keep-alive and name more hop-by-hop fields
+K_HOP = 2  # hop-by-hop: dropped from map and raw
+K_TRANSFER_ENCODING = 3  # hop-by-hop; decides framing
+K_CONTENT_LENGTH = 4  # kept; decides framing
+K_EXPECT = 5  # kept in the map, left out of ``raw`` (the proxy answers 100-continue itself)
+K_HOST = 6  # kept; must not repeat
+K_UPGRADE = 7  # hop-by-hop; its tokens decide whether an upgrade can be ignored
 
 _HOP_FIELDS = {
-    "connection": FieldKind.CONNECTION,
-    "keep-alive": FieldKind.HOP,
-    "proxy-connection": FieldKind.HOP,
-    "te": FieldKind.HOP,
-    "trailer": FieldKind.HOP,
-    "upgrade": FieldKind.UPGRADE,
-    "transfer-encoding": FieldKind.TRANSFER_ENCODING,
-    "content-length": FieldKind.CONTENT_LENGTH,
+    "connection": K_CONNECTION,
+    "keep-alive": K_HOP,
+    "proxy-connection": K_HOP,
+    "te": K_HOP,
+    "trailer": K_HOP,
+    "upgrade": K_UPGRADE,
+    "transfer-encoding": K_TRANSFER_ENCODING,
+    "content-length": K_CONTENT_LENGTH,
 }
-REQUEST_FIELDS: dict[str, int] = {**_HOP_FIELDS, "expect": FieldKind.EXPECT, "host": FieldKind.HOST}
+REQUEST_FIELDS: dict[str, int] = {**_HOP_FIELDS, "expect": K_EXPECT, "host": K_HOST}
 RESPONSE_FIELDS: dict[str, int] = dict(_HOP_FIELDS)
 #: Framing and routing fields make no sense in trailers; drop them with the hop-by-hop ones.
-TRAILER_FIELDS: dict[str, int] = {
-    **{name: FieldKind.HOP for name in _HOP_FIELDS},
-    "host": FieldKind.HOP,
-    "expect": FieldKind.HOP,
-}
+TRAILER_FIELDS: dict[str, int] = {**{name: K_HOP for name in _HOP_FIELDS}, "host": K_HOP, "expect": K_HOP}
 
+#: Connection values that name no other header (by far the most common ones).
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
 #: Connection tokens that never remove a header of the same name (smuggling guard).
 _PROTECTED = frozenset({"close", "keep-alive", "content-length", "host", ""})
 
@@ -137,8 +133,8 @@ def parse_fields(
                 kept.append(line)
             continue
         value = value.strip(" \t")
-        if kind == FieldKind.CONTENT_LENGTH or kind == FieldKind.HOST:
-            if kind == FieldKind.HOST:
+        if kind in (K_CONTENT_LENGTH, K_HOST):
+            if kind == K_HOST:
                 hosts += 1
                 if hosts > 1:
                     raise Http1Error(bad, "repeated Host")
@@ -153,17 +149,17 @@ def parse_fields(
         if kept is None:
             # Every line so far went both to items and to raw.
             kept = lines[first : first + len(items)]
-        if kind == FieldKind.CONNECTION:
+        if kind == K_CONNECTION:
             conn = value if conn is None else f"{conn}, {value}"
-        elif kind == FieldKind.TRANSFER_ENCODING:
+        elif kind == K_TRANSFER_ENCODING:
             te = value if te is None else f"{te}, {value}"
-        elif kind == FieldKind.UPGRADE:
+        elif kind == K_UPGRADE:
             upgrade = value if upgrade is None else f"{upgrade}, {value}"
-        elif kind == FieldKind.EXPECT:
+        elif kind == K_EXPECT:
             expect = value
             append((name, value))
-    if conn is not None:
-        named = {t.strip().lower() for t in conn.split(",")} - _PROTECTED
+    if conn is not None and conn.lower() not in _PLAIN_CONNECTION:
+        named = connection_tokens(conn) - _PROTECTED
         if named and any(k in named for k, _ in items):
             # Connection: foo makes foo hop-by-hop too; rare, so rebuild from scratch.
             items = [(k, v) for k, v in items if k not in named]
@@ -184,6 +180,19 @@ def parse_fields(
 def connection_tokens(conn: str) -> set[str]:
     """The lower-cased tokens of a (comma-joined) Connection value."""
     return {t.strip().lower() for t in conn.split(",")}
+
+
+def is_keep_alive(version: str, conn: str | None) -> bool:
+    """Whether a message of ``version`` with Connection value ``conn`` keeps the connection."""
+    if conn is None:
+        return version == "1.1"
+    lowered = conn.lower()
+    if lowered == "keep-alive":
+        return True
+    if lowered == "close":
+        return False
+    tokens = connection_tokens(lowered)
+    return "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
 
 
 def content_length(value: str, bad: int) -> int:

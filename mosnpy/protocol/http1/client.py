@@ -25,8 +25,8 @@ from mosnpy.protocol.http1._parse import (
     NO_CALLBACKS,
     RESPONSE_FIELDS,
     MessageReader,
-    connection_tokens,
     content_length,
+    is_keep_alive,
     parse_fields,
 )
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
@@ -155,11 +155,7 @@ class Http1ClientCodec(MessageReader):
                 raise Http1Error(502, "protocol upgrade (101) is not supported")
             return HEAD  # interim response: consumed; llhttp reads it as a whole message too
         items, raw, cl, te, conn, _, _ = parse_fields(block, lines, 1, len(line0) + 2, RESPONSE_FIELDS, 502)
-        if conn is None:
-            keep_alive = version == "1.1"
-        else:
-            tokens = connection_tokens(conn)
-            keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
+        keep_alive = is_keep_alive(version, conn)
         head_request = self._pending.popleft()
         n = None if cl is None else content_length(cl, 502)
         if head_request or status == 204 or status == 304:

@@ -46,11 +46,13 @@ Writing
 -------
 ``encode_response_head`` writes ``HeaderMap.raw`` unchanged when nobody edited the map
 (copy on write: the common proxy case costs one ``bytes.join``), and re-serialises,
-checking every name and value, when a filter did.  It writes the framing it is given,
-with two corrections a proxy should not have to think about, mirroring h11: the body of
-a response to HEAD, and of 1xx/204/304, is suppressed; and an HTTP/1.0 client, which
-cannot read chunked bodies, gets a close-delimited body instead.  The framing actually
-used is remembered until ``encode_end``, so ``encode_body``/``encode_end`` follow it.
+checking every name and value (no CR/LF smuggling), when a filter did.  It writes the
+framing it is given, with the corrections a proxy should not have to think about,
+mirroring h11: the body of a response to HEAD, and of 1xx/204/304, is suppressed; an
+HTTP/1.0 client, which cannot read chunked bodies, gets a close-delimited body instead;
+and a bodiless (NONE) response whose status allows a body says ``content-length: 0``
+so that the client does not read until close.  The framing actually used is
+remembered until ``encode_end``, so ``encode_body``/``encode_end`` follow it.
 
 Responses go out in request order, so the codec keeps one small record (HTTP/1.0?,
 HEAD?, did the client ask to close?) per request read and not yet answered.  When the
@@ -75,8 +77,8 @@ from mosnpy.protocol.http1._parse import (
     NO_CALLBACKS,
     REQUEST_FIELDS,
     MessageReader,
-    connection_tokens,
     content_length,
+    is_keep_alive,
     parse_fields,
 )
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
@@ -159,11 +161,7 @@ class Http1ServerCodec(MessageReader):
         items, raw, cl, te, conn, expect, upgrade_value = parse_fields(
             block, lines, 1, len(line0) + 2, REQUEST_FIELDS, 400
         )
-        if conn is None:
-            keep_alive = version == "1.1"
-        else:
-            tokens = connection_tokens(conn)
-            keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
+        keep_alive = is_keep_alive(version, conn)
         if upgrade:
             self._refuse_or_ignore_upgrade(method, upgrade_value, cl, te)
 
@@ -251,7 +249,7 @@ class Http1ServerCodec(MessageReader):
 
     def _llhttp_error(self, exc: Exception) -> Http1Error:
         text = str(exc)
-        if "version" in text.lower():
+        if text == "Invalid HTTP version":
             return Http1Error(505, f"unsupported HTTP version: {text}")
         return Http1Error(400, f"malformed request: {text}")
 
@@ -264,12 +262,16 @@ class Http1ServerCodec(MessageReader):
 
         ``framing`` LENGTH writes ``content-length: head.content_length`` (once: a value
         already in the map is reused); CHUNKED writes ``transfer-encoding: chunked`` and
-        drops any content-length; NONE and CLOSE write the map as it is.  Unedited parsed
-        maps are written from ``head.headers.raw``.  ``Connection: close`` is added when
-        ``keep_alive`` is false, when the request asked for it, or for CLOSE framing;
-        ``Connection: keep-alive`` for a keep-alive HTTP/1.0 client.  For a response to
-        HEAD, or a 204/304, the framing header is as given but no body will be written;
-        an HTTP/1.0 client gets CLOSE instead of CHUNKED (see :meth:`encode_body`).
+        drops any content-length; CLOSE drops any content-length; NONE writes
+        ``content-length: 0``.  Unedited parsed maps are written from
+        ``head.headers.raw``.
+
+        A response to HEAD, and a 1xx/204/304, keeps the map's content-length (it
+        describes what a GET would get), gets the framing field asked for (none for
+        NONE) and never a body.  An HTTP/1.0 client gets CLOSE instead of CHUNKED.
+        ``Connection: close`` is added when ``keep_alive`` is false, when the request
+        asked for it, or for CLOSE framing; ``Connection: keep-alive`` for a keep-alive
+        HTTP/1.0 client.
 
         Raises:
             Http1Error: (500) a header, reason or status that cannot be written.
@@ -278,16 +280,28 @@ class Http1ServerCodec(MessageReader):
         record = 0
         if status >= 200 and self._pending:
             record = self._pending.popleft()
-        if record & _HTTP10 and framing is _CHUNKED:
+        if record & _HTTP10 and framing is _CHUNKED and not record & _HEAD_METHOD:
             framing = _CLOSE_FRAMING
         if framing is _CLOSE_FRAMING or record & _CLOSE:
             keep_alive = False
         if status < 200 or status == 204 or status == 304:
-            fields = _encode.encode_fields(head.headers, _NONE, None, request=False)
+            fields = _encode.fields_as_is(head.headers, request=False)
+            out = _NONE
+        elif record & _HEAD_METHOD:
+            # The head describes the GET response; no body follows whatever it says.
+            if framing is _NONE:
+                fields = _encode.fields_as_is(head.headers, request=False)
+            else:
+                fields = _encode.encode_fields(head.headers, framing, head.content_length, request=False)
+            out = _NONE
+        elif framing is _NONE:
+            # A response that may have a body but has none must say so, or the client
+            # would read until the connection closes.
+            fields = _encode.encode_fields(head.headers, _LENGTH, 0, request=False)
             out = _NONE
         else:
             fields = _encode.encode_fields(head.headers, framing, head.content_length, request=False)
-            out = _NONE if record & _HEAD_METHOD else framing
+            out = framing
         if status >= 200:
             self._out = out
         line = _encode.status_line(status, head.reason)

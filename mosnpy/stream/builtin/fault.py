@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import trio
 
-from mosnpy.config import structure
+from mosnpy.config import DURATION_METADATA, structure
 from mosnpy.stream.chain import StreamFilterChain
 from mosnpy.stream.filter import FilterPhase, StreamFilterStatus
 from mosnpy.stream.stream import Stream
@@ -38,7 +38,7 @@ def _percent(_: object, attribute: attrs.Attribute[int], value: int) -> None:
 
 @attrs.frozen(kw_only=True)
 class FaultDelay:
-    fixed_delay: float
+    fixed_delay: float = attrs.field(metadata={DURATION_METADATA: True})
     percentage: int = attrs.field(default=100, validator=_percent)
 
 
@@ -51,7 +51,7 @@ class FaultAbort:
 @attrs.frozen(kw_only=True)
 class FaultConfig:
     delay_percent: int = attrs.field(default=0, validator=_percent)
-    delay_duration: float = 0.0
+    delay_duration: float = attrs.field(default=0.0, metadata={DURATION_METADATA: True})
     abort_percent: int = attrs.field(default=0, validator=_percent)
     abort_status: int = 0
     upstream_cluster: str = ""
