@@ -110,8 +110,13 @@ class ProxyBuilder:
         retry_on_status: Sequence[int] = (),
         direct_response: tuple[int, str] | None = None,
     ) -> ProxyBuilder:
-        """Add a route (first added, first matched) to ``router``'s virtual host."""
-        if prefix is None and path is None and regex is None:
+        """Add a route (first added, first matched) to ``router``'s virtual host.
+
+        With no ``prefix``, ``path`` or ``regex`` the route matches every path when it
+        has ``headers`` (an RPC route: RPC requests have no path) and prefix ``/``
+        otherwise.
+        """
+        if prefix is None and path is None and regex is None and not headers:
             prefix = "/"
         match = RouteMatchConfig(
             prefix=prefix,

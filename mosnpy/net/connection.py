@@ -81,6 +81,7 @@ class Connection:
         "id",
         "last_active",
         "local_address",
+        "nursery",
         "read_buffer",
         "remote_address",
         "server_side",
@@ -106,6 +107,9 @@ class Connection:
         self.last_active = trio.current_time()
         #: free-form per-connection facts (listener filter findings, protocol state)
         self.values: dict[str, object] = {}
+        #: for tasks that belong to this connection (e.g. one per multiplexed request);
+        #: the listener provides it for accepted connections
+        self.nursery: trio.Nursery | None = None
         self._close_listeners: list[Callable[[ConnectionEvent], None]] = []
         self._send_lock = trio.StrictFIFOLock()
 

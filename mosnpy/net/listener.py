@@ -179,7 +179,9 @@ class Listener:
                 factory.create_filter_chain(conn.filter_manager)
             if not self._accepting:
                 conn.notify(ConnectionEvent.SHUTDOWN)
-            await conn.serve()
+            async with trio.open_nursery() as nursery:
+                conn.nursery = nursery
+                await conn.serve()
         except Exception:
             log.exception("listener %s: connection %s failed", self.name, conn.id)
         finally:

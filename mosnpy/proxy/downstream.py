@@ -1,126 +1,109 @@
-"""The downstream phase machine for one HTTP/1 request.
+"""The downstream phase machine: one request's walk from its head to its response.
 
 Theory of operation
 -------------------
-:class:`DownStream` walks the phases of :mod:`mosnpy.proxy.phases` in the connection's
-own reader task: no task is spawned per request.  Each handler returns the next phase
-and :func:`~mosnpy.proxy.phases.check` enforces the table.  The machine only awaits
-where it must: sending, reading more request body from the downstream, and reading the
-upstream's answer (WaitNotify and the response phases) — the latter under cancel
-scopes whose deadlines are the route's global timeout and the retry policy's per-try
-timeout.
+:class:`DownStream` walks the phases of :mod:`mosnpy.proxy.phases`; each handler
+returns the next phase and :func:`~mosnpy.proxy.phases.check` enforces the table.
+This base class holds everything protocol-neutral — stream filters, route matching,
+host choice, circuit breakers, timeouts, the retry decision and local replies — and a
+subclass per protocol family supplies the I/O phases:
 
-Bodies stream both ways.  The request body is forwarded as it arrives; up to
-``retry_buffer_limit`` bytes of it are also kept so the request can be resent on a
-retry, and a larger body that was already (partly) sent makes the request
-non-retryable.  The head and a small body leave in one ``send``.
+* ``DOWN_RECV_HEADER`` / ``DOWN_RECV_DATA`` / ``DOWN_RECV_TRAILER``: get an upstream
+  and send the request;
+* ``WAIT_NOTIFY``: wait for the response, a reset or a timeout;
+* ``UP_RECV_HEADER`` / ``UP_RECV_DATA`` / ``UP_RECV_TRAILER``: send the response (or
+  a local reply) downstream.
+
+HTTP/1 (:mod:`mosnpy.proxy.downstream_http1`) runs the machine in the connection's
+reader task and streams bodies; xprotocol (:mod:`mosnpy.proxy.downstream_x`) runs one
+machine per in-flight request and sends whole frames.
 
 Failures become local replies with a clear reason: no route 404, no healthy host or
-connect failure 502, overflow 503, timeout 504 (:mod:`mosnpy.proxy.replies`).  Once
-the response has started downstream nothing can be replied any more: the downstream
-connection is closed instead, so the client sees a truncated response, not a wrong one.
+connect failure 502, overflow 503, timeout 504 (:mod:`mosnpy.proxy.replies`).  A
+failure the retry policy allows jumps to RETRY instead.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, ClassVar
 
 import trio
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
-from mosnpy.protocol.headers import HeaderMap
-from mosnpy.protocol.http1 import Http1Error, Http1ServerCodec
-from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
 from mosnpy.proxy import replies
 from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
 from mosnpy.proxy.phases import MAX_JUMPS, ORDER, Phase, check, is_backward
-from mosnpy.proxy.upstream_http1 import Http1Upstream
 from mosnpy.registry import UnknownNameError
+from mosnpy.router import Route
 from mosnpy.stream.chain import StreamFilterChain
 from mosnpy.stream.filter import FilterPhase, StreamFilterStatus
 from mosnpy.stream.stream import LocalReply, ResetReason, Stream
 from mosnpy.upstream.cluster import Cluster
-from mosnpy.upstream.errors import ConnectFailedError, NoHealthyHostError, OverflowError_
+from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
 from mosnpy.upstream.host import Host
 
-__all__ = ["DownStream", "RequestSource"]
+__all__ = ["ClientGone", "DownStream"]
 
 log = logging.getLogger("mosnpy.proxy")
 
-#: Flush buffered request bytes upstream once this many are pending.
-_FLUSH_AT = 64 * 1024
 #: MOSN's pause before a retry.
 RETRY_BACKOFF = 0.01
-#: Statuses that carry no body.
-_NO_BODY_STATUS = frozenset({204, 304})
 
 _EMPTY_CHAIN = StreamFilterChain()
 
+Handler = Callable[[Any], Awaitable[Phase]]
 
-class RequestSource(Protocol):
-    """Where the rest of the request comes from: the downstream connection's codec."""
+#: The handler method of each phase, in :data:`ORDER`.
+_HANDLER_NAMES: dict[Phase, str] = {
+    Phase.INIT: "_init",
+    Phase.DOWN_FILTER: "_down_filter",
+    Phase.MATCH_ROUTE: "_match_route",
+    Phase.DOWN_FILTER_AFTER_ROUTE: "_down_filter_after_route",
+    Phase.CHOOSE_HOST: "_choose_host",
+    Phase.DOWN_FILTER_AFTER_CHOOSE_HOST: "_down_filter_after_choose_host",
+    Phase.DOWN_RECV_HEADER: "_down_recv_header",
+    Phase.DOWN_RECV_DATA: "_down_recv_data",
+    Phase.DOWN_RECV_TRAILER: "_down_recv_trailer",
+    Phase.ONEWAY: "_oneway",
+    Phase.RETRY: "_retry",
+    Phase.WAIT_NOTIFY: "_wait_notify",
+    Phase.UP_FILTER: "_up_filter",
+    Phase.UP_RECV_HEADER: "_up_recv_header",
+    Phase.UP_RECV_DATA: "_up_recv_data",
+    Phase.UP_RECV_TRAILER: "_up_recv_trailer",
+    Phase.END: "_end",
+}
 
-    async def next_event(self) -> Event:
-        """The next request event; raises EOFError if the client went away."""
-        ...
 
-
-class _ClientGone(Exception):
+class ClientGone(Exception):
     """The downstream client closed or broke mid-request: nobody to answer."""
 
 
-Handler = Callable[["DownStream"], Awaitable[Phase]]
-
-
 class DownStream:
-    """One request's walk through the phases, from request head to response end."""
+    """The protocol-neutral half of one request's phase machine."""
 
-    def __init__(
-        self,
-        ctx: ProxyContext,
-        conn: Connection,
-        codec: Http1ServerCodec,
-        source: RequestSource,
-        head: RequestHead,
-    ) -> None:
+    #: per subclass: the handlers indexed by ``Phase.idx`` (built once per class)
+    _handlers: ClassVar[tuple[Handler, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = tuple(getattr(cls, _HANDLER_NAMES[p]) for p in ORDER)
+
+    def __init__(self, ctx: ProxyContext, conn: Connection, stream: Stream) -> None:
         self.ctx = ctx
         self.conn = conn
-        self.codec = codec
-        self.source = source
-        self.head = head
-        headers = head.headers
-        self.stream = Stream(
-            protocol="Http1",
-            headers=headers,
-            method=head.method,
-            path=head.path,
-            host=_request_host(head),
-            downstream_address=conn.remote_address,
-            start_time=trio.current_time(),
-        )
+        self.stream = stream
         if ctx.stream_filters:
             self.chain = StreamFilterChain()
             for factory in ctx.stream_filters:
                 factory.create_filter_chain(self.chain)
         else:
             self.chain = _EMPTY_CHAIN
-        #: the downstream request has been read to its end
-        self.request_done = head.framing is BodyFraming.NONE
-        self.request_trailers: HeaderMap | None = None
-        #: request body kept for retries; None once it outgrew the limit
-        self.replay: list[bytes] | None = []
-        self.replay_size = 0
-        self.body_started = False
-        self.continue_sent = False
-        self.keep_alive = head.keep_alive
         self.cluster: Cluster | None = None
         self.counted = False
         self.host: Host | None = None
-        self.upstream: Http1Upstream | None = None
-        self.upstream_head: ResponseHead | None = None
-        self.out: list[bytes] = []
         self.global_timeout = DEFAULT_GLOBAL_TIMEOUT
         self.try_timeout = 0.0
         self.global_deadline = float("inf")
@@ -128,17 +111,19 @@ class DownStream:
         self.retries_done = 0
         self.retry_counted = False
         self.response_started = False
-        self.down_framing = BodyFraming.NONE
+        #: keep the downstream connection open after this request
+        self.keep_alive = True
 
     # -- the machine ---------------------------------------------------------------
 
-    async def run(self) -> bool:
-        """Serve the request; return whether the downstream connection stays open."""
+    async def run(self) -> None:
+        """Walk the phases until END (exceptions other than a gone client propagate)."""
         phase = Phase.INIT
         jumps = 0
+        handlers = self._handlers
         try:
             while phase is not Phase.END:
-                nxt = await _HANDLER_BY_INDEX[phase.idx](self)
+                nxt = await handlers[phase.idx](self)
                 check(phase, nxt)
                 if is_backward(phase, nxt):
                     jumps += 1
@@ -147,25 +132,35 @@ class DownStream:
                         self._reply(replies.internal_error("too many retries or re-matches"))
                         nxt = Phase.UP_FILTER if not self.response_started else Phase.END
                 phase = nxt
-        except _ClientGone:
-            self.keep_alive = False
-        except ConnectionClosedError:
-            # Writing downstream failed: the client is gone.
+        except (ClientGone, ConnectionClosedError):
+            # Reading or writing downstream failed: the client is gone.
             self.keep_alive = False
         finally:
             self._finish()
-        return self.keep_alive and self.request_done and not self.ctx.draining
 
     def _finish(self) -> None:
-        if self.upstream is not None:
-            self.upstream.release()
-            self.upstream = None
+        self._release_upstream()
         if self.counted and self.cluster is not None:
             self.cluster.end_request()
             self.counted = False
         if self.retry_counted and self.cluster is not None:
             self.cluster.end_retry()
             self.retry_counted = False
+
+    # -- protocol hooks ---------------------------------------------------------------
+
+    def _release_upstream(self) -> None:
+        """Give back the current upstream attempt's resources (idempotent)."""
+
+    def _replayable(self) -> bool:
+        """Whether the request can still be sent again (a retry)."""
+        return True
+
+    def _apply_route(self, route: Route) -> None:
+        """Protocol-specific edits a route asks for (path and host rewrites)."""
+
+    def _is_oneway(self) -> bool:
+        return False
 
     # -- request side ---------------------------------------------------------------
 
@@ -187,13 +182,10 @@ class DownStream:
             dr = route.direct_response
             return self._reply(replies.direct(dr.status, dr.body))
         if route.redirect is not None:
-            return self._reply(replies.redirect(route.redirect, s.host, self.head.target))
+            return self._reply(replies.redirect(route.redirect, s.host, s.variables.get("target", s.path)))
         s.cluster_name = route.choose_cluster()
         route.apply_request_headers(s.headers)
-        if route.prefix_rewrite:
-            self.head.target = route.rewrite_path(self.head.target)
-        if route.host_rewrite:
-            s.headers["host"] = route.host_rewrite
+        self._apply_route(route)
         self._set_timeouts(route.timeout, route.retry_policy.retry_timeout if route.retry_policy else 0.0)
         return Phase.DOWN_FILTER_AFTER_ROUTE
 
@@ -241,92 +233,23 @@ class DownStream:
         return self._after_receivers(status, Phase.DOWN_RECV_HEADER)
 
     async def _down_recv_header(self) -> Phase:
-        assert self.cluster is not None and self.host is not None
-        pool = self.cluster.pool(self.host, "Http1")
-        try:
-            conn, reused = await pool.acquire()
-        except OverflowError_ as exc:
-            return self._reply(replies.overflow(str(exc)))
-        except ConnectFailedError as exc:
-            log.info("stream %s: %s", self.stream.id, exc)
-            return self._upstream_failed(ResetReason.CONNECTION_FAILED, str(exc))
-        up = self.upstream = Http1Upstream(pool, conn, reused=reused)
-        self.out = [up.codec.encode_request_head(self.head, self.head.framing)]
-        return Phase.DOWN_RECV_DATA
+        raise NotImplementedError
 
     async def _down_recv_data(self) -> Phase:
-        up = self.upstream
-        assert up is not None
-        framing = self.head.framing
-        if framing is BodyFraming.NONE:
-            return Phase.DOWN_RECV_TRAILER
-        out = self.out
-        if self.body_started:
-            # A retry: resend what was kept (we only retry when all of it was kept).
-            assert self.replay is not None
-            out.extend(up.codec.encode_body(chunk, framing) for chunk in self.replay)
-        if not self.request_done and self.head.expect_continue and not self.continue_sent:
-            self.continue_sent = True
-            await self.conn.send_all(self.codec.continue_response())
-        pending = sum(map(len, out))
-        while not self.request_done:
-            try:
-                event = await self.source.next_event()
-            except (EOFError, ConnectionClosedError, Http1Error) as exc:
-                raise _ClientGone from exc
-            self.body_started = True
-            if isinstance(event, Body):
-                data = event.data
-                self._keep_for_replay(data)
-                piece = up.codec.encode_body(data, framing)
-                out.append(piece)
-                pending += len(piece)
-                if pending >= _FLUSH_AT:
-                    if not await self._flush_upstream():
-                        return self._upstream_failed(
-                            ResetReason.CONNECTION_TERMINATION, "upstream write failed"
-                        )
-                    pending = 0
-            elif isinstance(event, EndOfMessage):
-                self.request_done = True
-                self.request_trailers = event.trailers
-        return Phase.DOWN_RECV_TRAILER
-
-    def _keep_for_replay(self, data: bytes) -> None:
-        if self.replay is None:
-            return
-        self.replay_size += len(data)
-        if self.replay_size > self.ctx.retry_buffer_limit:
-            self.replay = None
-        else:
-            self.replay.append(data)
-
-    async def _flush_upstream(self) -> bool:
-        up = self.upstream
-        assert up is not None
-        data = b"".join(self.out)
-        self.out.clear()  # in place: the body loop holds this very list
-        try:
-            await up.send(data)
-        except ConnectionClosedError:
-            return False
-        return True
+        raise NotImplementedError
 
     async def _down_recv_trailer(self) -> Phase:
-        up = self.upstream
-        assert up is not None
-        if self.head.framing is not BodyFraming.NONE:
-            self.out.append(up.codec.encode_end(self.head.framing, self.request_trailers))
-        if not await self._flush_upstream():
-            return self._upstream_failed(ResetReason.CONNECTION_TERMINATION, "upstream write failed")
+        raise NotImplementedError
+
+    def _start_timers(self) -> None:
+        """Arm the timeouts once the request is fully sent (MOSN starts them there)."""
         now = trio.current_time()
         if self.global_deadline == float("inf"):
             self.global_deadline = now + self.global_timeout
         self.try_deadline = now + self.try_timeout if self.try_timeout else float("inf")
-        return Phase.ONEWAY
 
     async def _oneway(self) -> Phase:
-        return Phase.WAIT_NOTIFY  # HTTP always expects a response
+        return Phase.END if self._is_oneway() else Phase.WAIT_NOTIFY
 
     async def _retry(self) -> Phase:
         assert self.cluster is not None
@@ -338,54 +261,28 @@ class DownStream:
         return Phase.DOWN_RECV_HEADER
 
     async def _wait_notify(self) -> Phase:
-        up = self.upstream
-        assert up is not None
-        deadline = min(self.global_deadline, self.try_deadline)
-        head: ResponseHead | None = None
-        try:
-            with trio.move_on_at(deadline):
-                while head is None:
-                    events = await up.receive_events()
-                    first = events[0]
-                    if isinstance(first, ResponseHead):
-                        head = first
-                        up.events.extend(events[1:])
-                    else:  # pragma: no cover - the codec always starts with a head
-                        raise EOFError("response body before response head")
-        except (ConnectionClosedError, EOFError, Http1Error) as exc:
-            stale = up.reused and not up.received_any
-            return self._upstream_failed(
-                ResetReason.CONNECTION_TERMINATION, f"upstream reset: {exc}", stale=stale
-            )
-        if head is None:
-            if trio.current_time() >= self.global_deadline:
-                return self._upstream_failed(ResetReason.GLOBAL_TIMEOUT, "upstream timeout")
-            return self._upstream_failed(ResetReason.PER_TRY_TIMEOUT, "upstream per-try timeout")
-        if self._retry_on_status(head.status):
-            return self._upstream_failed(ResetReason.UPSTREAM_RESET, f"upstream answered {head.status}")
-        self.upstream_head = head
-        s = self.stream
-        s.response_status = head.status
-        s.response_headers = head.headers
-        if s.route is not None:
-            s.route.apply_response_headers(head.headers)
-        return Phase.UP_FILTER
+        raise NotImplementedError
+
+    def _deadline_phase(self) -> Phase:
+        """A wait hit its deadline: the global timeout (504) or a per-try one."""
+        if trio.current_time() >= self.global_deadline:
+            return self._upstream_failed(ResetReason.GLOBAL_TIMEOUT, "upstream timeout")
+        return self._upstream_failed(ResetReason.PER_TRY_TIMEOUT, "upstream per-try timeout")
 
     # -- failures and retries ----------------------------------------------------------
 
-    def _retry_on_status(self, status: int) -> bool:
+    def _retry_on_status(self, code: int) -> bool:
+        """Whether a response with (HTTP-style) ``code`` should be retried."""
         route = self.stream.route
         policy = route.retry_policy if route is not None else None
         if policy is None or not policy.retry_on:
             return False
         codes = policy.status_codes
-        hit = status in codes if codes else status >= 500
+        hit = code in codes if codes else code >= 500
         return hit and self._can_retry(stale=False, reason=ResetReason.UPSTREAM_RESET)
 
     def _can_retry(self, *, stale: bool, reason: ResetReason) -> bool:
-        if self.body_started and (self.replay is None or not self.request_done):
-            return False  # part of a large body is gone: cannot resend it
-        if reason is ResetReason.GLOBAL_TIMEOUT:
+        if not self._replayable() or reason is ResetReason.GLOBAL_TIMEOUT:
             return False
         if trio.current_time() >= self.global_deadline:
             return False
@@ -394,6 +291,7 @@ class DownStream:
         route = self.stream.route
         policy = route.retry_policy if route is not None else None
         if policy is None or not policy.retry_on:
+            # Without retry_on only connect failures are retried (MOSN's rule).
             allowed = reason is ResetReason.CONNECTION_FAILED
             budget = policy.num_retries if policy is not None and policy.num_retries else 1
         else:
@@ -410,9 +308,7 @@ class DownStream:
 
     def _upstream_failed(self, reason: ResetReason, message: str, *, stale: bool = False) -> Phase:
         """Drop the failed attempt; retry if allowed, else reply with the reason's status."""
-        if self.upstream is not None:
-            self.upstream.release()
-            self.upstream = None
+        self._release_upstream()
         if self._can_retry(stale=stale, reason=reason):
             if not stale:
                 self.retries_done += 1
@@ -452,124 +348,23 @@ class DownStream:
         if reply is not None:
             await self._send_local_reply(reply)
             return Phase.END
-        head = self.upstream_head
-        assert head is not None
-        framing = self._downstream_framing(head)
-        self.down_framing = framing
-        self.out = [self.codec.encode_response_head(head, framing, keep_alive=self._down_keep_alive())]
-        self.response_started = True
-        return Phase.UP_RECV_DATA
+        return await self._send_response_head()
 
     async def _send_local_reply(self, reply: LocalReply) -> None:
-        """Send a whole locally made response (head and body in one write)."""
-        if not self.request_done:
-            self.keep_alive = False  # unread request body: the connection cannot be reused
-        if reply.body and "content-type" not in reply.headers:
-            reply.headers["content-type"] = "text/plain; charset=utf-8"
-        head = ResponseHead(reply.status, reply.headers, content_length=len(reply.body))
-        data = self.codec.encode_response_head(head, BodyFraming.LENGTH, keep_alive=self._down_keep_alive())
-        if self.head.method != "HEAD":
-            data += reply.body
-        self.response_started = True
-        await self.conn.send_all(data)
+        raise NotImplementedError
 
-    def _down_keep_alive(self) -> bool:
-        return self.keep_alive and self.request_done and not self.ctx.draining
-
-    def _downstream_framing(self, head: ResponseHead) -> BodyFraming:
-        if self.head.method == "HEAD" or head.status in _NO_BODY_STATUS or head.status < 200:
-            return BodyFraming.NONE if head.framing is BodyFraming.NONE else head.framing
-        if head.framing is BodyFraming.CLOSE or (
-            head.framing is BodyFraming.CHUNKED and self.head.version == "1.0"
-        ):
-            if self.head.version == "1.0":
-                self.keep_alive = False
-                return BodyFraming.CLOSE
-            return BodyFraming.CHUNKED
-        return head.framing
+    async def _send_response_head(self) -> Phase:
+        raise NotImplementedError
 
     async def _up_recv_data(self) -> Phase:
-        up = self.upstream
-        assert up is not None
-        # Small responses usually arrive whole with their head: finish those without
-        # arming a timeout scope (a cancel scope costs more than the rest of this).
-        ended = self._encode_response_events(up, list(up.events))
-        up.events.clear()
-        if not ended:
-            try:
-                with trio.move_on_at(self.global_deadline):
-                    while not ended:
-                        await self.conn.send_all(b"".join(self.out))
-                        self.out.clear()
-                        ended = self._encode_response_events(up, await up.receive_events())
-            except (ConnectionClosedError, EOFError, Http1Error) as exc:
-                if isinstance(exc, ConnectionClosedError) and self.conn.closed:
-                    raise  # the downstream went away
-                log.info("stream %s: upstream broke mid-response: %s", self.stream.id, exc)
-        if not ended:
-            # Timed out or broke after the response started: all we can do is cut it.
-            self.stream.reset(ResetReason.UPSTREAM_RESET)
-            self.keep_alive = False
-            self.conn.close()
-            return Phase.END
-        await self.conn.send_all(b"".join(self.out))
-        self.out.clear()
         return Phase.UP_RECV_TRAILER
 
-    def _encode_response_events(self, up: Http1Upstream, events: list[Event]) -> bool:
-        """Encode response events into ``self.out``; True once the response ended."""
-        framing = self.down_framing
-        codec = self.codec
-        out = self.out
-        for i, event in enumerate(events):
-            if isinstance(event, Body):
-                out.append(codec.encode_body(event.data, framing))
-            elif isinstance(event, EndOfMessage):
-                out.append(codec.encode_end(framing, event.trailers))
-                # Anything after the response is unexpected: never reuse such a connection.
-                up.done = i == len(events) - 1
-                return True
-        return False
-
     async def _up_recv_trailer(self) -> Phase:
-        if self.down_framing is BodyFraming.CLOSE:
-            self.keep_alive = False
         return Phase.END
 
     async def _end(self) -> Phase:  # pragma: no cover - the loop stops before END
         return Phase.END
 
 
-def _request_host(head: RequestHead) -> str:
-    host = head.headers.get("host")
-    if host is not None:
-        return host
-    target = head.target
-    if "://" in target:  # absolute-form
-        rest = target.split("://", 1)[1]
-        return rest.split("/", 1)[0]
-    return ""
-
-
-_HANDLERS: dict[Phase, Handler] = {
-    Phase.INIT: DownStream._init,
-    Phase.DOWN_FILTER: DownStream._down_filter,
-    Phase.MATCH_ROUTE: DownStream._match_route,
-    Phase.DOWN_FILTER_AFTER_ROUTE: DownStream._down_filter_after_route,
-    Phase.CHOOSE_HOST: DownStream._choose_host,
-    Phase.DOWN_FILTER_AFTER_CHOOSE_HOST: DownStream._down_filter_after_choose_host,
-    Phase.DOWN_RECV_HEADER: DownStream._down_recv_header,
-    Phase.DOWN_RECV_DATA: DownStream._down_recv_data,
-    Phase.DOWN_RECV_TRAILER: DownStream._down_recv_trailer,
-    Phase.ONEWAY: DownStream._oneway,
-    Phase.RETRY: DownStream._retry,
-    Phase.WAIT_NOTIFY: DownStream._wait_notify,
-    Phase.UP_FILTER: DownStream._up_filter,
-    Phase.UP_RECV_HEADER: DownStream._up_recv_header,
-    Phase.UP_RECV_DATA: DownStream._up_recv_data,
-    Phase.UP_RECV_TRAILER: DownStream._up_recv_trailer,
-    Phase.END: DownStream._end,
-}
-
-#: The handlers in phase order, indexed by ``Phase.idx`` on the hot path.
-_HANDLER_BY_INDEX: tuple[Handler, ...] = tuple(_HANDLERS[p] for p in ORDER)
+# The base class gets its table too (used only through subclasses).
+DownStream._handlers = tuple(getattr(DownStream, _HANDLER_NAMES[p]) for p in ORDER)

@@ -21,9 +21,11 @@ from mosnpy.net.filter import FilterStatus
 from mosnpy.net.filtermanager import FilterManager
 from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.matcher import MatchResult, select
-from mosnpy.protocol.registry import AUTO, PROTOCOLS
+from mosnpy.protocol.registry import AUTO, known_names, lookup
+from mosnpy.protocol.xprotocol.registry import XProtocolDescriptor
 from mosnpy.proxy.context import ProxyContext
 from mosnpy.proxy.server_http1 import Http1ServerDriver
+from mosnpy.proxy.server_x import XServerDriver
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Routers, RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
@@ -52,8 +54,8 @@ def resolve_protocols(spec: str) -> list[tuple[str, ProtocolDescriptor]]:
     Raises:
         UnknownNameError: a name is not registered.
     """
-    names = PROTOCOLS.names() if spec == AUTO else [n.strip() for n in spec.split(",") if n.strip()]
-    return [(name, PROTOCOLS.get(name)) for name in names]
+    names = known_names() if spec == AUTO else [n.strip() for n in spec.split(",") if n.strip()]
+    return [(name, lookup(name)) for name in names]
 
 
 class ProxyFilter:
@@ -92,6 +94,8 @@ class ProxyFilter:
 
     def _make_driver(self, descriptor: ProtocolDescriptor) -> ServerDriver:
         assert self.conn is not None
+        if isinstance(descriptor, XProtocolDescriptor):
+            return XServerDriver(self.ctx, self.conn, descriptor)
         if descriptor.name == "Http1":
             return Http1ServerDriver(self.ctx, self.conn, self)
         raise NotImplementedError(f"protocol {descriptor.name!r} has no proxy driver yet")

@@ -60,15 +60,19 @@ class MosnServer:
     async def serve(self, *, task_status: trio.TaskStatus[MosnServer] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`shutdown`; then drain within ``graceful_timeout``."""
         try:
-            async with trio.open_nursery() as nursery:
-                for lst in self.listeners:
-                    await nursery.start(lst.serve)
-                task_status.started(self)
-                await self._shutdown.wait()
-                log.info("draining (up to %.1fs)", self.graceful_timeout)
-                async with trio.open_nursery() as drains:
+            async with trio.open_nursery() as upstream:
+                self.clusters.start(upstream)
+                async with trio.open_nursery() as nursery:
                     for lst in self.listeners:
-                        drains.start_soon(lst.drain, self.graceful_timeout)
+                        await nursery.start(lst.serve)
+                    task_status.started(self)
+                    await self._shutdown.wait()
+                    log.info("draining (up to %.1fs)", self.graceful_timeout)
+                    async with trio.open_nursery() as drains:
+                        for lst in self.listeners:
+                            drains.start_soon(lst.drain, self.graceful_timeout)
+                # Listeners are done: upstream connection tasks go with them.
+                upstream.cancel_scope.cancel()
         finally:
             self.clusters.close()
             self._stopped.set()

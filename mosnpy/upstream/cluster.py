@@ -7,13 +7,17 @@ names to clusters; the proxy asks it for a host and a pool per request attempt.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import trio
 
 from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig
+from mosnpy.protocol.xprotocol import XCodec
 from mosnpy.registry import UnknownNameError
 from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
 from mosnpy.upstream.host import Host
 from mosnpy.upstream.lb import LbContext, LoadBalancer
+from mosnpy.upstream.multiplex import MultiplexPool
 from mosnpy.upstream.pool import PingPongPool
 from mosnpy.upstream.registry import LOAD_BALANCERS
 
@@ -32,6 +36,9 @@ class Cluster:
         self.active_requests = 0
         self.active_retries = 0
         self._pools: dict[tuple[str, str], PingPongPool] = {}
+        self._mux_pools: dict[tuple[str, str], MultiplexPool] = {}
+        #: where multiplexing pools run their connection tasks (set by the manager)
+        self.nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name} hosts={len(self.hosts)} active={self.active_requests}>"
@@ -84,15 +91,41 @@ class Cluster:
             self._pools[key] = pool
         return pool
 
+    def multiplex_pool(self, host: Host, protocol: str, codec_factory: Callable[[], XCodec]) -> MultiplexPool:
+        """The multiplexing pool for ``host`` speaking xprotocol ``protocol``.
+
+        Raises:
+            RuntimeError: the cluster manager is not running (no nursery for the
+                pool's connection tasks).
+        """
+        key = (host.address, protocol)
+        pool = self._mux_pools.get(key)
+        if pool is None:
+            if self.nursery is None:
+                raise RuntimeError("multiplexing pools need a running cluster manager")
+            pool = MultiplexPool(
+                host,
+                codec_factory,
+                self.nursery,
+                max_connections=self.limits.max_connections or 1,
+                max_requests_per_connection=self.config.max_request_per_conn,
+                connect_timeout=self.config.connect_timeout,
+            )
+            self._mux_pools[key] = pool
+        return pool
+
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+        for mux in self._mux_pools.values():
+            mux.close()
 
 
 class ClusterManager:
     """Name → :class:`Cluster`."""
 
     def __init__(self, clusters: Iterable[Cluster] = ()) -> None:
+        self.nursery: trio.Nursery | None = None
         self.clusters: dict[str, Cluster] = {c.name: c for c in clusters}
 
     @classmethod
@@ -100,7 +133,14 @@ class ClusterManager:
         return cls(Cluster(c) for c in configs)
 
     def add(self, cluster: Cluster) -> None:
+        cluster.nursery = self.nursery
         self.clusters[cluster.name] = cluster
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Give the clusters a nursery for their pools' connection tasks."""
+        self.nursery = nursery
+        for c in self.clusters.values():
+            c.nursery = nursery
 
     def get(self, name: str) -> Cluster:
         """Raises UnknownNameError listing the known clusters."""

@@ -1,0 +1,1 @@
+"""A toy private RPC protocol for mosnpy: the whole plugin is ``codec.py``."""
