@@ -63,6 +63,9 @@ class MultiplexConnection:
         self.stray = 0
         self.heartbeat_failures = 0
         self.closed = False
+        #: the connection's own tasks (reader, keepalive) end when it closes
+        self._reader_scope = trio.CancelScope()
+        self._keepalive_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         return f"<MultiplexConnection #{self.conn.id} in_flight={len(self.calls)} stray={self.stray}>"
@@ -102,12 +105,8 @@ class MultiplexConnection:
         """The connection's reader task: match responses to calls until it breaks."""
         reason = "upstream closed the connection"
         try:
-            while True:
-                data = await self.conn.receive_some()
-                if not data:
-                    break
-                for frame in self.session.receive_data(data):
-                    self._dispatch(frame)
+            with self._reader_scope:
+                await self._read()
         except ConnectionClosedError as exc:
             reason = f"upstream connection lost: {exc}"
         except DecodeError as exc:
@@ -115,6 +114,14 @@ class MultiplexConnection:
             log.warning("upstream %s: %s", self.pool.host.address, reason)
         finally:
             self.close(reason)
+
+    async def _read(self) -> None:
+        while True:
+            data = await self.conn.receive_some()
+            if not data:
+                return
+            for frame in self.session.receive_data(data):
+                self._dispatch(frame)
 
     def _dispatch(self, frame: XFrame) -> None:
         if frame.stream_type is not StreamType.RESPONSE:
@@ -130,6 +137,10 @@ class MultiplexConnection:
 
     async def keepalive(self, interval: float, timeout: float, failures: int) -> None:
         """Send a heartbeat every ``interval`` while idle; close after ``failures`` misses."""
+        with self._keepalive_scope:
+            await self._keepalive(interval, timeout, failures)
+
+    async def _keepalive(self, interval: float, timeout: float, failures: int) -> None:
         codec = self.codec
         assert isinstance(codec, HeartbeatCodec)
         while not self.closed:
@@ -156,6 +167,8 @@ class MultiplexConnection:
         if self.closed:
             return
         self.closed = True
+        self._reader_scope.cancel()
+        self._keepalive_scope.cancel()
         self.conn.close()
         calls = list(self.calls.values())
         self.calls.clear()
