@@ -166,6 +166,16 @@ def test_upstream_error_status_passed_through(
     assert r.content == nginx_backend.status_bodies[status]
 
 
+def test_pipelining_ten_deep_to_nginx(nginx_proxy: Any, nginx_backend: NginxBackend) -> None:
+    paths = ["/", "/status/404", "/status/500", "/", "/status/503", "/big", "/status/502", "/", "/status/504", "/"]
+    burst = b"".join(f"GET {p} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for p in paths)
+    burst += b"GET /status/404 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    reply = raw_exchange(nginx_proxy.port, burst, timeout=10)
+    seen = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)]
+    assert seen == [200, 404, 500, 200, 503, 200, 502, 200, 504, 200, 404]
+    assert nginx_backend.big_body in reply  # the 1 MiB body sits intact in the stream
+
+
 def test_wrk_load(nginx_proxy: Any) -> None:
     wrk = shutil.which("wrk")
     assert wrk is not None, "wrk is not installed (.ci/run installs it)"
