@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
 
 import trio
 
-from mosnpy.config import ConfigError, load_config
-from mosnpy.runtime import run
+from mosnpy.config import ConfigError, MosnConfig, load_config
+from mosnpy.runtime import MosnServer, run
+from mosnpy.runtime.workers import supervise
 
 __all__ = ["main"]
 
@@ -27,16 +29,27 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="log level (default: the config's servers[0].default_log_level, else INFO)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing every listener through SO_REUSEPORT (default 1: no supervisor)",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a supervised worker
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mosnpy`` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.workers < 1:
+        print("mosnpy: --workers must be at least 1", file=sys.stderr)
+        return 2
+    pid = " [%(process)d]" if args.workers > 1 or args.worker else ""
     logging.basicConfig(
         stream=sys.stdout,
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s",
     )
     warnings: list[str] = []
     try:
@@ -48,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = "WARNING" if level.upper() == "WARN" else level.upper()
     logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
     try:
-        trio.run(run, config)
+        if args.workers > 1:
+            return _supervise(args, config, level)
+        trio.run(functools.partial(run, config, reuse_port=args.worker))
     except ConfigError as exc:
         print(f"mosnpy: bad config {args.config}:\n{exc}", file=sys.stderr)
         return 1
@@ -58,6 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _supervise(args: argparse.Namespace, config: MosnConfig, level: str) -> int:
+    """Check the config once here, then run ``--workers`` supervised copies."""
+    server = MosnServer(config)  # raises ConfigError for unknown names, before any fork
+    ephemeral = [lst.name for lst in server.listeners if lst.requested_address.endswith(":0")]
+    if ephemeral:
+        print(
+            f"mosnpy: --workers needs fixed ports; listeners on port 0: {', '.join(ephemeral)}",
+            file=sys.stderr,
+        )
+        return 1
+    argv = ["-m", "mosnpy", "-c", args.config, "--worker", "--log-level", level]
+    graceful = max((s.graceful_timeout for s in config.servers), default=30.0)
+    return trio.run(supervise, argv, args.workers, graceful)
 
 
 if __name__ == "__main__":  # pragma: no cover

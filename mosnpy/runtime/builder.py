@@ -53,8 +53,13 @@ def build_clusters(config: MosnConfig) -> ClusterManager:
     return manager
 
 
-def build_listeners(config: MosnConfig, clusters: ClusterManager) -> list[Listener]:
-    """Build every listener of every server (not yet bound)."""
+def build_listeners(
+    config: MosnConfig, clusters: ClusterManager, *, reuse_port: bool = False
+) -> list[Listener]:
+    """Build every listener of every server (not yet bound).
+
+    ``reuse_port`` binds with SO_REUSEPORT, so several worker processes share a port.
+    """
     listeners: list[Listener] = []
     for si, server in enumerate(config.servers):
         try:
@@ -62,7 +67,9 @@ def build_listeners(config: MosnConfig, clusters: ClusterManager) -> list[Listen
         except ValueError as exc:
             raise ConfigError(f"servers[{si}].routers", str(exc)) from None
         for li, lc in enumerate(server.listeners):
-            listeners.append(_build_listener(lc, f"servers[{si}].listeners[{li}]", routers, clusters))
+            lst = _build_listener(lc, f"servers[{si}].listeners[{li}]", routers, clusters)
+            lst.reuse_port = reuse_port
+            listeners.append(lst)
     return listeners
 
 

@@ -33,10 +33,10 @@ class MosnServer:
         ConfigError: a name in the config is unknown to its registry (with its path).
     """
 
-    def __init__(self, config: MosnConfig) -> None:
+    def __init__(self, config: MosnConfig, *, reuse_port: bool = False) -> None:
         self.config = config
         self.clusters: ClusterManager = build_clusters(config)
-        self.listeners: list[Listener] = build_listeners(config, self.clusters)
+        self.listeners: list[Listener] = build_listeners(config, self.clusters, reuse_port=reuse_port)
         self.graceful_timeout = max((s.graceful_timeout for s in config.servers), default=30.0)
         self._shutdown = trio.Event()
         self._stopped = trio.Event()
@@ -86,9 +86,12 @@ class MosnServer:
         await self._stopped.wait()
 
 
-async def run(config: MosnConfig, *, handle_signals: bool = True) -> None:
-    """Build and serve ``config``; with ``handle_signals``, SIGTERM/SIGINT drain it."""
-    server = MosnServer(config)
+async def run(config: MosnConfig, *, handle_signals: bool = True, reuse_port: bool = False) -> None:
+    """Build and serve ``config``; with ``handle_signals``, SIGTERM/SIGINT drain it.
+
+    ``reuse_port`` binds listeners with SO_REUSEPORT (one of several worker processes).
+    """
+    server = MosnServer(config, reuse_port=reuse_port)
     server.bind()  # here, so "address in use" surfaces as a plain OSError
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
