@@ -73,6 +73,8 @@ class Listener:
         self.connections: set[Connection] = set()
         self.address = address
         self.refused = 0
+        #: sockets accepted and not yet finished (in listener filters or connected)
+        self.admitted = 0
         self._sock: socket.socket | None = None
         self._conn_nursery: trio.Nursery | None = None
         self._accepting = False
@@ -144,7 +146,7 @@ class Listener:
                 if lsock.fileno() < 0:  # closed by stop_accepting()
                     return
                 raise
-            if self.max_connections and len(self.connections) >= self.max_connections:
+            if self.max_connections and self.admitted >= self.max_connections:
                 self.refused += 1
                 log.warning(
                     "listener %s: connection limit %d reached, refusing", self.name, self.max_connections
@@ -153,10 +155,19 @@ class Listener:
                 await trio.lowlevel.checkpoint()
                 continue
             assert self._conn_nursery is not None
+            # Counted from accept (not once wrapped): sockets still in listener filters
+            # hold a slot too, so a burst cannot overshoot the limit.
+            self.admitted += 1
             self._conn_nursery.start_soon(self._handle, sock)
             await trio.lowlevel.checkpoint()
 
     async def _handle(self, sock: socket.socket) -> None:
+        try:
+            await self._serve_socket(sock)
+        finally:
+            self.admitted -= 1
+
+    async def _serve_socket(self, sock: socket.socket) -> None:
         accepted: AcceptedSocket | None = None
         if self.listener_filters:
             accepted = AcceptedSocket(format_address(sock.getsockname()), _peer(sock))

@@ -34,7 +34,7 @@ import trio
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.proxy import replies
 from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
-from mosnpy.proxy.phases import MAX_JUMPS, ORDER, Phase, check, is_backward
+from mosnpy.proxy.phases import MAX_JUMPS, ORDER, Phase, check, counts_as_jump
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Route
 from mosnpy.stream.chain import StreamFilterChain
@@ -125,7 +125,7 @@ class DownStream:
             while phase is not Phase.END:
                 nxt = await handlers[phase.idx](self)
                 check(phase, nxt)
-                if is_backward(phase, nxt):
+                if counts_as_jump(phase, nxt):
                     jumps += 1
                     if jumps > MAX_JUMPS:
                         log.error("stream %s: more than %d phase jumps, giving up", self.stream.id, MAX_JUMPS)

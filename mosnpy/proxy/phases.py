@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["IllegalTransition", "JUMPS", "MAX_JUMPS", "ORDER", "Phase", "allowed", "check"]
+__all__ = ["IllegalTransition", "JUMPS", "MAX_JUMPS", "ORDER", "Phase", "allowed", "check", "counts_as_jump"]
 
 
 class Phase(Enum):
@@ -83,8 +83,9 @@ JUMPS: dict[Phase, frozenset[Phase]] = {
     P.END: frozenset(),
 }
 
-#: A request may take at most this many backward jumps (re-match, re-choose, retry)
-#: before the machine gives up; MOSN caps its loop the same way.
+#: A request may take at most this many backward jumps (filters re-matching the route
+#: or re-choosing the host) before the machine gives up, as MOSN caps its loop.
+#: Retries are not counted here: the retry policy's own budget bounds them.
 MAX_JUMPS = 10
 
 
@@ -128,5 +129,10 @@ def check(src: Phase, dst: Phase) -> None:
 
 
 def is_backward(src: Phase, dst: Phase) -> bool:
-    """True for jumps that revisit an earlier phase (counted against MAX_JUMPS)."""
+    """True for jumps that revisit an earlier phase."""
     return dst.idx <= src.idx
+
+
+def counts_as_jump(src: Phase, dst: Phase) -> bool:
+    """True for the backward jumps counted against :data:`MAX_JUMPS` (not retries)."""
+    return dst.idx <= src.idx and src is not P.RETRY and dst is not P.RETRY

@@ -127,6 +127,14 @@ async def serving(listener: Listener) -> AsyncIterator[Listener]:
             nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def bounded_nursery(seconds: float = 4.0) -> AsyncIterator[trio.Nursery]:
+    """A nursery whose whole life (its tasks included) must end within ``seconds``."""
+    with trio.fail_after(seconds):
+        async with trio.open_nursery() as nursery:
+            yield nursery
+
+
 async def open_client(listener: Listener) -> trio.SocketStream:
     return await trio.open_tcp_stream(LOCALHOST, listener.port)
 
@@ -309,11 +317,44 @@ async def test_max_connections_refuses_the_extra_connection_at_once() -> None:
         await third.aclose()
 
 
+class Hold:
+    """A listener filter that holds every accepted socket until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.calls = 0
+
+    async def on_accept(self, accepted: AcceptedSocket) -> FilterStatus:
+        self.calls += 1
+        await self.release.wait()
+        return FilterStatus.CONTINUE
+
+
+async def test_max_connections_counts_sockets_still_in_listener_filters() -> None:
+    factory = Factory()
+    hold = Hold()
+    lst = Listener("max", f"{LOCALHOST}:0", [factory], listener_filters=[hold], max_connections=1)
+    async with serving(lst):
+        first = await open_client(lst)
+        with trio.fail_after(2):
+            while hold.calls < 1:
+                await trio.sleep(0.01)
+        extra = [await open_client(lst) for _ in range(4)]
+        await trio.sleep(0.2)  # the listener has accepted (or refused) them all by now
+        hold.release.set()
+        assert await echo_once(first) == b"ping\n"
+        assert (hold.calls, lst.refused, len(lst.connections)) == (1, 4, 1)
+        for stream in extra:
+            await assert_eof(stream, timeout=1.0)
+        for stream in [first, *extra]:
+            await stream.aclose()
+
+
 async def test_unix_socket_listener_serves_echo(tmp_path: Path) -> None:
     path = str(tmp_path / "echo.sock")
     factory = Factory()
     lst = Listener("unix", path, [factory], idle_timeout=None)
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         await nursery.start(lst.serve)
         assert lst.address == path
         stream = await trio.open_unix_socket(path)
@@ -326,7 +367,7 @@ async def test_unix_socket_listener_serves_echo(tmp_path: Path) -> None:
 async def test_drain_refuses_new_connections_and_closes_idle_ones() -> None:
     factory = Factory()  # ignores SHUTDOWN: drain must force-close at its deadline
     lst = Listener("drain", f"{LOCALHOST}:0", [factory], idle_timeout=None)
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         await nursery.start(lst.serve)
         port = lst.port
         idle = await open_client(lst)
@@ -345,7 +386,7 @@ async def test_drain_refuses_new_connections_and_closes_idle_ones() -> None:
 async def test_drain_is_quick_when_connections_honour_shutdown() -> None:
     factory = Factory(close_on_shutdown=True)
     lst = Listener("drain", f"{LOCALHOST}:0", [factory], idle_timeout=5.0)
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         await nursery.start(lst.serve)
         idle = await open_client(lst)
         assert await echo_once(idle) == b"ping\n"

@@ -354,7 +354,7 @@ async def test_own_stream_filter_answers_locally(free_port: int) -> None:
             "header_mutation",
             {"response_headers_to_add": [{"header": {"key": "x-m", "value": "1"}}]},
         )
-        filters = [(name, {"body": "short and stout"}), mutation]
+        filters: list[tuple[str, Mapping[str, Any]]] = [(name, {"body": "short and stout"}), mutation]
         # Upstream is a closed port: had the proxy gone there, this would be a 502.
         async with running(builder_for([f"{LOCALHOST}:{free_port}"], stream_filters=filters)) as (_, port):
             r = await get(port, "/brew")
@@ -440,6 +440,24 @@ async def test_retry_budget_spent_passes_the_last_answer_through() -> None:
             r = await get(port, "/flaky")
     assert (r.status_code, r.text) == (503, "answer 2")
     assert len(seen.requests) == 2
+
+
+async def test_five_retries_fit_the_jump_budget() -> None:
+    async with scripted_backend([503] * 10) as seen:
+        proxy = builder_for([f"{LOCALHOST}:{seen.port}"], route={"retries": 5, "retry_on_status": [503]})
+        async with running(proxy) as (_, port):
+            r = await get(port, "/flaky")
+    assert (r.status_code, r.text) == (503, "answer 6")
+    assert len(seen.requests) == 6
+
+
+async def test_six_retries_are_honoured() -> None:
+    async with scripted_backend([503] * 10) as seen:
+        proxy = builder_for([f"{LOCALHOST}:{seen.port}"], route={"retries": 6, "retry_on_status": [503]})
+        async with running(proxy) as (_, port):
+            r = await get(port, "/flaky")
+    assert (r.status_code, r.text) == (503, "answer 7")
+    assert len(seen.requests) == 7
 
 
 async def test_status_not_in_retry_on_status_is_not_retried() -> None:
@@ -546,7 +564,7 @@ async def test_graceful_drain_lets_the_in_flight_request_finish(backend: PyBacke
     stopped = trio.Event()
     results: list[httpx.Response] = []
 
-    async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(task_status: trio.TaskStatus[MosnServer] = trio.TASK_STATUS_IGNORED) -> None:
         await server.serve(task_status=task_status)
         stopped.set()
 
