@@ -167,7 +167,18 @@ def test_upstream_error_status_passed_through(
 
 
 def test_pipelining_ten_deep_to_nginx(nginx_proxy: Any, nginx_backend: NginxBackend) -> None:
-    paths = ["/", "/status/404", "/status/500", "/", "/status/503", "/big", "/status/502", "/", "/status/504", "/"]
+    paths = [
+        "/",
+        "/status/404",
+        "/status/500",
+        "/",
+        "/status/503",
+        "/big",
+        "/status/502",
+        "/",
+        "/status/504",
+        "/",
+    ]
     burst = b"".join(f"GET {p} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for p in paths)
     burst += b"GET /status/404 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     reply = raw_exchange(nginx_proxy.port, burst, timeout=10)

@@ -64,7 +64,8 @@ class DecodeError(Exception):
         request: a request frame the codec could still read enough of to answer
             (for example its header was fine but its body did not deserialize), so the
             framework can send a protocol error reply instead of closing.
-        consumed: how many bytes that frame took (the framework drops them).
+        consumed: how many bytes that frame took.  ``decode`` must leave them in the
+            buffer when it raises: the framework drops them after sending the reply.
     """
 
     def __init__(self, message: str, *, request: XFrame | None = None, consumed: int = 0) -> None:
@@ -77,17 +78,29 @@ class DecodeError(Exception):
 class XFrame(Protocol):
     """What the framework reads from every frame.
 
-    Attributes:
-        stream_type: request, oneway or response.
-        is_heartbeat: a keepalive probe or its answer (never reaches the proxy).
-        status: the protocol's own status code (responses; 0 for requests).
-        timeout_ms: the frame's own timeout in ms (0 = use the route's, < 0 = never).
+    Read-only to the framework, so a frame may offer them as plain fields or as
+    properties computed from its bytes.
     """
 
-    stream_type: StreamType
-    is_heartbeat: bool
-    status: int
-    timeout_ms: int
+    @property
+    def stream_type(self) -> StreamType:
+        """Request, oneway or response."""
+        ...
+
+    @property
+    def is_heartbeat(self) -> bool:
+        """A keepalive probe or its answer (never reaches the proxy)."""
+        ...
+
+    @property
+    def status(self) -> int:
+        """The protocol's own status code (responses; 0 for requests)."""
+        ...
+
+    @property
+    def timeout_ms(self) -> int:
+        """The frame's own timeout in ms (0 = use the route's, < 0 = never)."""
+        ...
 
     def header_view(self) -> Mapping[str, str]:
         """Routing keys (dubbo: service, method, version, group; bolt: its header map)."""

@@ -1,0 +1,282 @@
+"""The SOFA Bolt codecs (v1 ``bolt`` and v2 ``boltv2``): framing, ids, heartbeats, errors.
+
+The layouts are :mod:`mosnpy_bolt.spec`; this module is their fast path (``struct`` and
+slicing).  A frame keeps its wire bytes: re-encoding returns them and a new request id
+patches only the four id bytes, so class names, header maps and contents (hessian2,
+protobuf, ...) pass through untouched.  The header map is decoded eagerly: it is the
+frame's header view, where SOFA puts ``service``, ``sofa_head_method_name`` and
+``sofa_head_target_service``.  A request whose header map is malformed raises a
+:class:`DecodeError` that carries the request, so the framework answers it with a
+codec-exception response instead of closing the connection.
+
+Mappings (MOSN's):
+
+==================================  ==================================
+framework status → bolt status      bolt status → framework (HTTP) code
+==================================  ==================================
+200 → 0 (success)                   0 (success) → 200
+403 → 2 (server exception)          4 (server thread pool busy) → 503
+404, 502 → 6 (no processor)         7 (timeout) → 504
+503 → 4 (server thread pool busy)   0x10 (connection closed) → 502
+504 → 7 (timeout)                   anything else → 500
+0 → 9 (codec exception)
+3 → 0x12 (deserialization error)
+anything else → 3 (unknown)
+==================================  ==================================
+
+Heartbeats follow the real frames (``bolt-node-heartbeat-*``): the probe is a request
+with command code 0, codec 1 (hessian2) and a 3000 ms timeout (MOSN's doc says -1; the
+SOFA node peers send 3000), the answer a response with command code 0 and status 0.
+Error replies carry no class name, header or content: only the status speaks.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from mosnpy.protocol.matcher import MatchResult
+from mosnpy.protocol.xprotocol import DecodeError, PoolMode, StreamType, XFrame
+
+if TYPE_CHECKING:
+    from mosnpy.protocol.xprotocol import HeartbeatCodec, HijackCodec, XCodec
+
+__all__ = ["BoltCodec", "BoltFrame", "BoltV2Codec"]
+
+TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY = 0, 1, 2
+CMD_HEARTBEAT, CMD_REQUEST, CMD_RESPONSE = 0, 1, 2
+CODEC_HESSIAN2 = 1
+HEARTBEAT_TIMEOUT_MS = 3000
+_STREAM_TYPES = {
+    TYPE_RESPONSE: StreamType.RESPONSE,
+    TYPE_REQUEST: StreamType.REQUEST,
+    TYPE_ONEWAY: StreamType.ONEWAY,
+}
+_U32 = struct.Struct(">I")
+_NULL = 0xFFFFFFFF  # a header-map length meaning "null": the entry is skipped
+
+_TO_BOLT = {200: 0, 403: 2, 404: 6, 502: 6, 503: 4, 504: 7, 0: 9, 3: 0x12}
+_DEFAULT_BOLT = 3
+_FROM_BOLT = {0: 200, 4: 503, 7: 504, 0x10: 502}
+_DEFAULT_CODE = 500
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the fields of one bolt version are."""
+
+    proto: int
+    request: struct.Struct  # proto, [ver1], type, cmd, ver2, id, codec, [switch], timeout, 3 lengths
+    response: struct.Struct  # the same with status (u16) instead of timeout
+    type_offset: int
+    id_offset: int
+
+    def unpack(self, data: bytes | bytearray, kind: int) -> tuple[int, ...]:
+        """(ver1, switch, cmd, ver2, id, codec, timeout or status, class, header and
+        content lengths) whatever the version (v1 has ver1 = switch = 0)."""
+        fields = (self.response if kind == TYPE_RESPONSE else self.request).unpack_from(data)
+        if self.proto == 1:
+            return (0, 0, *fields[2:])
+        return (fields[1], fields[7], *fields[3:7], *fields[8:])
+
+    def pack(self, kind: int, ver1: int, switch: int, fields: tuple[int, ...]) -> bytes:
+        """A header from (cmd, ver2, id, codec, timeout or status, 3 lengths)."""
+        head = self.response if kind == TYPE_RESPONSE else self.request
+        if self.proto == 1:
+            return head.pack(self.proto, kind, *fields)
+        return head.pack(self.proto, ver1, kind, *fields[:4], switch, *fields[4:])
+
+
+V1 = _Layout(1, struct.Struct(">BBHBIBiHHI"), struct.Struct(">BBHBIBHHHI"), 1, 5)
+V2 = _Layout(2, struct.Struct(">BBBHBIBBiHHI"), struct.Struct(">BBBHBIBBHHHI"), 2, 6)
+
+
+@dataclass(slots=True, eq=False)
+class BoltFrame:
+    """One bolt frame: its wire bytes plus the fields the framework and routing read."""
+
+    raw: bytearray = field(repr=False)  # the whole frame as on the wire
+    layout: _Layout = field(repr=False)
+    kind: int  # the type byte: 0 response, 1 request, 2 oneway
+    ver1: int  # v2 only (0 in v1)
+    switch: int  # v2 only (0 in v1)
+    cmd_code: int
+    ver2: int
+    request_id: int
+    codec: int  # the content's serialization: 1 hessian2, 11 protobuf
+    status: int  # responses (0 in requests)
+    timeout_ms: int  # requests (0 in responses)
+    headers: dict[str, str]
+    head_size: int  # the fixed header: the class name starts here
+    class_length: int
+    header_length: int
+    stream_type: StreamType
+    is_heartbeat: bool
+
+    @property
+    def class_name(self) -> str:
+        start = self.head_size
+        return self.raw[start : start + self.class_length].decode("utf-8", "surrogateescape")
+
+    @property
+    def content(self) -> bytes:
+        return bytes(self.raw[self.head_size + self.class_length + self.header_length :])
+
+    def header_view(self) -> Mapping[str, str]:
+        """The header map (``service``, ``sofa_head_method_name``, ...)."""
+        return self.headers
+
+
+def _headers(data: bytearray, pos: int, end: int) -> dict[str, str]:
+    """The header map in ``data[pos:end]``; ValueError if it is malformed."""
+    out: dict[str, str] = {}
+    while pos < end:
+        pair: list[str | None] = []
+        for _ in range(2):
+            if pos + 4 > end:
+                raise ValueError("truncated header map")
+            (size,) = _U32.unpack_from(data, pos)
+            pos += 4
+            if size == _NULL:
+                pair.append(None)
+                continue
+            if pos + size > end:
+                raise ValueError("header map entry overruns the header")
+            pair.append(data[pos : pos + size].decode("utf-8", "surrogateescape"))
+            pos += size
+        key, value = pair
+        if key is not None and value is not None:
+            out[key] = value
+    return out
+
+
+def _read(layout: _Layout, data: bytearray, max_frame: int) -> BoltFrame | None:
+    """The frame at the start of ``data``, or None if it is not all there yet."""
+    size = len(data)
+    if size and data[0] != layout.proto:
+        raise DecodeError(f"not a bolt v{layout.proto} frame: starts {data[0]:#04x}")
+    if size <= layout.type_offset:
+        return None
+    kind = data[layout.type_offset]
+    if kind not in _STREAM_TYPES:
+        raise DecodeError(f"bad bolt type {kind}")
+    head = layout.response if kind == TYPE_RESPONSE else layout.request
+    if size < head.size:
+        return None
+    ver1, switch, cmd, ver2, rid, codec, extra, class_len, header_len, content_len = layout.unpack(data, kind)
+    if ver1 > 1 and switch & 1:
+        raise DecodeError("bolt v2 frames with a CRC32 trailer are not supported")
+    end = head.size + class_len + header_len + content_len
+    if end > max_frame:
+        raise DecodeError(f"bolt frame of {end} bytes exceeds {max_frame}")
+    if size < end:
+        return None
+    frame = BoltFrame(
+        raw=data[:end],
+        layout=layout,
+        kind=kind,
+        ver1=ver1,
+        switch=switch,
+        cmd_code=cmd,
+        ver2=ver2,
+        request_id=rid,
+        codec=codec,
+        status=extra if kind == TYPE_RESPONSE else 0,
+        timeout_ms=0 if kind == TYPE_RESPONSE else extra,
+        headers={},
+        head_size=head.size,
+        class_length=class_len,
+        header_length=header_len,
+        stream_type=_STREAM_TYPES[kind],
+        is_heartbeat=cmd == CMD_HEARTBEAT,
+    )
+    try:
+        frame.headers = _headers(data, head.size + class_len, head.size + class_len + header_len)
+    except ValueError as exc:
+        request = frame if kind == TYPE_REQUEST else None
+        raise DecodeError(f"bad bolt header map: {exc}", request=request, consumed=end) from None
+    return frame
+
+
+def _own(frame: XFrame) -> BoltFrame:
+    if not isinstance(frame, BoltFrame):
+        raise TypeError(f"not a bolt frame: {frame!r}")
+    return frame
+
+
+class BoltCodec:
+    """SOFA Bolt v1 (an :class:`~mosnpy.protocol.xprotocol.XCodec` with heartbeats and
+    error replies); :class:`BoltV2Codec` is the same for v2."""
+
+    name: ClassVar[str] = "bolt"
+    id_bits: ClassVar[int] = 32
+    pool_mode: ClassVar[PoolMode] = PoolMode.MULTIPLEX
+    #: a larger frame is garbage
+    max_frame: ClassVar[int] = 16 << 20
+    layout: ClassVar[_Layout] = V1
+
+    def decode(self, buf: bytearray) -> BoltFrame | None:
+        frame = _read(self.layout, buf, self.max_frame)
+        if frame is not None:
+            del buf[: len(frame.raw)]
+        return frame
+
+    def encode(self, frame: XFrame) -> bytes:
+        return bytes(_own(frame).raw)
+
+    def get_request_id(self, frame: XFrame) -> int:
+        return _own(frame).request_id
+
+    def set_request_id(self, frame: XFrame, request_id: int) -> None:
+        own = _own(frame)
+        _U32.pack_into(own.raw, own.layout.id_offset, request_id)
+        own.request_id = request_id
+
+    def match(self, data: bytes) -> MatchResult:
+        if not data:
+            return MatchResult.AGAIN
+        return MatchResult.MATCH if data[0] == self.layout.proto else MatchResult.FAILED
+
+    def _build(self, kind: int, fields: tuple[int, ...], *, ver1: int = 1, switch: int = 0) -> BoltFrame:
+        """A frame with no class name, header or content from (cmd, ver2, id, codec,
+        timeout or status)."""
+        raw = bytearray(self.layout.pack(kind, ver1, switch, (*fields, 0, 0, 0)))
+        frame = _read(self.layout, raw, self.max_frame)
+        assert frame is not None
+        return frame
+
+    # -- heartbeats ---------------------------------------------------------------------
+
+    def trigger(self, request_id: int) -> BoltFrame:
+        fields = (CMD_HEARTBEAT, 1, request_id, CODEC_HESSIAN2, HEARTBEAT_TIMEOUT_MS)
+        return self._build(TYPE_REQUEST, fields)
+
+    def reply(self, request: XFrame) -> BoltFrame:
+        req = _own(request)
+        fields = (CMD_HEARTBEAT, req.ver2, req.request_id, req.codec, 0)
+        return self._build(TYPE_RESPONSE, fields, ver1=req.ver1, switch=req.switch)
+
+    # -- error replies ------------------------------------------------------------------
+
+    def hijack(self, request: XFrame, status: int, message: str) -> BoltFrame:
+        req = _own(request)
+        fields = (CMD_RESPONSE, req.ver2, req.request_id, req.codec, _TO_BOLT.get(status, _DEFAULT_BOLT))
+        return self._build(TYPE_RESPONSE, fields, ver1=req.ver1, switch=req.switch)
+
+    def response_code(self, response: XFrame) -> int:
+        return _FROM_BOLT.get(_own(response).status, _DEFAULT_CODE)
+
+
+class BoltV2Codec(BoltCodec):
+    """SOFA Bolt v2 (proto 2; the CRC32 trailer is not supported)."""
+
+    name: ClassVar[str] = "boltv2"
+    layout: ClassVar[_Layout] = V2
+
+
+if TYPE_CHECKING:  # mypy proves the codecs keep the contract
+
+    def _conforms(codec: BoltCodec) -> tuple[XCodec, HeartbeatCodec, HijackCodec]:
+        return codec, codec, codec
