@@ -1,0 +1,182 @@
+"""Third-party RPC consumers and providers (npm and PyPI libraries) through mosnpy.
+
+One hop: consumer → mosnpy → provider.  Two hops, MOSN's mesh: consumer → client-side
+mosnpy (egress) → server-side mosnpy (ingress) → provider.  Every peer here was
+written by other people (tests/peers/README.md); mosnpy runs as ``mosnpy -c``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import pytest
+
+from tests.peers.harness import PROVIDER_FOR, ProviderProcess, run_consumer, start_provider, stop
+from tests.support import free_port, run_mosnpy
+
+#: consumer kind -> the protocol name mosnpy's listener uses
+PROTOCOL = {"dubbo": "dubbo", "py-dubbo": "dubbo", "bolt": "bolt", "anthunder": "bolt"}
+
+
+def rpc_config(
+    port: int, upstream: str, protocol: str, *, name: str = "rpc", timeout: str = "5s"
+) -> dict[str, Any]:
+    """A MOSN v2 config: one RPC listener routing every service to ``upstream``."""
+    return {
+        "servers": [
+            {
+                "default_log_level": "INFO",
+                "graceful_timeout": "2s",
+                "routers": [
+                    {
+                        "router_config_name": "rpc_router",
+                        "virtual_hosts": [
+                            {
+                                "name": "all",
+                                "domains": ["*"],
+                                "routers": [
+                                    {
+                                        "match": {
+                                            "headers": [{"name": "service", "value": ".*", "regex": True}]
+                                        },
+                                        "route": {"cluster_name": "upstream", "timeout": timeout},
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ],
+                "listeners": [
+                    {
+                        "name": name,
+                        "address": f"127.0.0.1:{port}",
+                        "filter_chains": [
+                            {
+                                "filters": [
+                                    {
+                                        "type": "proxy",
+                                        "config": {
+                                            "downstream_protocol": protocol,
+                                            "router_config_name": "rpc_router",
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+        "cluster_manager": {
+            "clusters": [{"name": "upstream", "connect_timeout": "1s", "hosts": [{"address": upstream}]}]
+        },
+    }
+
+
+@contextmanager
+def provider(kind: str, port: int = 0) -> Iterator[ProviderProcess]:
+    proc = start_provider(kind, port)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def mesh(consumer: str, provider_port: int, hops: int) -> Iterator[int]:
+    """mosnpy hops in front of the provider; yields the port the consumer dials."""
+    protocol = PROTOCOL[consumer]
+    with ExitStack() as stack:
+        upstream = f"127.0.0.1:{provider_port}"
+        port = 0
+        for hop in range(hops):  # from the provider side outwards
+            port = free_port()
+            name = "ingress_rpc" if hop == 0 else "egress_rpc"
+            stack.enter_context(run_mosnpy(rpc_config(port, upstream, protocol, name=name), ready_port=port))
+            upstream = f"127.0.0.1:{port}"
+        yield port
+
+
+def assert_all_ok(summary: dict[str, Any], expected: int) -> None:
+    assert summary["returncode"] == 0 and summary["ok"] == expected and summary["mismatched"] == 0, summary
+
+
+NODE_AND_PY = ["dubbo", "bolt", "anthunder", "py-dubbo"]
+
+
+@pytest.mark.parametrize("consumer", NODE_AND_PY)
+@pytest.mark.parametrize("hops", [1, 2])
+def test_calls_through_mosnpy(consumer: str, hops: int) -> None:
+    with provider(PROVIDER_FOR[consumer]) as prov, mesh(consumer, prov.port, hops) as port:
+        assert_all_ok(run_consumer(consumer, port), 1)
+        many = run_consumer(consumer, port, calls=200, concurrency=20)
+        assert_all_ok(many, 200)
+        assert many["connections"] == 1  # 20 in flight over one client connection
+        if consumer != "py-dubbo":  # dubbo-ssl-python itself garbles strings over 32 KiB
+            assert_all_ok(run_consumer(consumer, port, calls=2, payload_bytes=1 << 20), 2)
+            assert_all_ok(run_consumer(consumer, port, calls=2, payload_bytes=1 << 20, method="big"), 2)
+        failed = run_consumer(consumer, port, calls=3, method="fail")
+        assert_all_ok(failed, 3)  # each call got the provider's own exception, intact
+        assert "mosnpy-test-error" in str(failed.get("provider_error")) or consumer == "anthunder"
+        biz = run_consumer(consumer, port, calls=3, method="bizerror")
+        assert_all_ok(biz, 3)
+
+
+@pytest.mark.parametrize("consumer", ["dubbo", "bolt"])
+def test_client_heartbeats_answered(consumer: str) -> None:
+    with provider(PROVIDER_FOR[consumer]) as prov, mesh(consumer, prov.port, 1) as port:
+        summary = run_consumer(consumer, port, heartbeat=True, heartbeat_wait_ms=5000)
+        assert summary["returncode"] == 0, summary
+        assert summary["heartbeat"], summary
+
+
+@pytest.mark.parametrize("consumer", ["dubbo", "bolt"])
+def test_provider_killed_mid_calls_then_back(consumer: str) -> None:
+    kind = PROVIDER_FOR[consumer]
+    prov = start_provider(kind, 0)
+    provider_port = prov.port
+    try:
+        with mesh(consumer, provider_port, 1) as port:
+            assert_all_ok(run_consumer(consumer, port, calls=20, concurrency=5), 20)
+            result: dict[str, Any] = {}
+
+            def load() -> None:
+                result.update(run_consumer(consumer, port, calls=5000, concurrency=20, deadline_ms=30000))
+
+            worker = threading.Thread(target=load)
+            started = time.monotonic()
+            worker.start()
+            time.sleep(0.6)  # calls are in flight now
+            stop(prov)
+            worker.join(timeout=40)
+            assert not worker.is_alive()
+            elapsed = time.monotonic() - started
+            # every caller got an answer: the successes before the kill, error replies after
+            assert result["returncode"] != 0, result
+            assert 0 < result["ok"] < 5000, result
+            assert result["ok"] + sum(_count(e) for e in result["errors"]) >= 5000 - 20, result
+            assert elapsed < 25, f"callers waited {elapsed:.1f}s: errors were not prompt"
+            errors = " ".join(result["errors"])
+            if consumer == "dubbo":  # dubbo error replies carry mosnpy's reason as text
+                assert "upstream" in errors or "connect" in errors, result
+            else:  # bolt error replies are a bare status, which the client reports as such
+                assert "Server exception" in errors, result
+            # the provider comes back on the same port: calls succeed, mosnpy untouched
+            prov = start_provider(kind, provider_port)
+            assert_all_ok(run_consumer(consumer, port, calls=20, concurrency=5), 20)
+    finally:
+        stop(prov)
+
+
+def _count(error: str) -> int:
+    """The consumers fold repeated errors as 'text (xN)'."""
+    if error.endswith(")") and "(x" in error:
+        try:
+            return int(error.rsplit("(x", 1)[1][:-1])
+        except ValueError:
+            return 1
+    return 1
