@@ -38,6 +38,10 @@ class MosnServer:
         self.clusters: ClusterManager = build_clusters(config)
         self.listeners: list[Listener] = build_listeners(config, self.clusters, reuse_port=reuse_port)
         self.graceful_timeout = max((s.graceful_timeout for s in config.servers), default=30.0)
+        if config.admin is not None:
+            log.warning(
+                "admin: the admin API (%s) is not served by mosnpy yet; ignored", config.admin.address
+            )
         self._shutdown = trio.Event()
         self._stopped = trio.Event()
 

@@ -78,3 +78,14 @@ async def test_public_api_is_guarded() -> None:
     assert set(mosnpy.__all__) == expected
     for name in mosnpy.__all__:
         assert getattr(mosnpy, name) is not None
+
+
+def test_every_example_config_loads_and_builds() -> None:
+    configs = sorted((ROOT / "examples").rglob("*.json"))
+    assert len(configs) >= 5
+    for path in configs:
+        warnings: list[str] = []
+        config = mosnpy.load_config(path, warnings=warnings)
+        server = mosnpy.MosnServer(config)  # every name resolves in its registry
+        assert server.listeners, path
+        assert all(w.startswith(("pprof", "tracing")) for w in warnings), (path, warnings)
