@@ -180,3 +180,32 @@ def _count(error: str) -> int:
         except ValueError:
             return 1
     return 1
+
+
+def test_one_auto_port_serves_http1_dubbo_and_bolt(py_backend: Any) -> None:
+    import httpx
+
+    with provider("dubbo") as dubbo_provider, provider("bolt") as bolt_provider:
+        port = free_port()
+        cfg = rpc_config(port, "127.0.0.1:1", "Auto")
+        server = cfg["servers"][0]
+        server["routers"][0]["virtual_hosts"][0]["routers"] = [
+            {
+                "match": {"headers": [{"name": "service", "value": "com.mosnpy.test.EchoService"}]},
+                "route": {"cluster_name": "dubbo"},
+            },
+            {
+                "match": {"headers": [{"name": "service", "value": "com.mosnpy.test.EchoService:1.0"}]},
+                "route": {"cluster_name": "bolt"},
+            },
+            {"match": {"prefix": "/"}, "route": {"cluster_name": "web"}},
+        ]
+        cfg["cluster_manager"]["clusters"] = [
+            {"name": "dubbo", "hosts": [{"address": f"127.0.0.1:{dubbo_provider.port}"}]},
+            {"name": "bolt", "hosts": [{"address": f"127.0.0.1:{bolt_provider.port}"}]},
+            {"name": "web", "hosts": [{"address": f"127.0.0.1:{py_backend.port}"}]},
+        ]
+        with run_mosnpy(cfg, ready_port=port):
+            assert_all_ok(run_consumer("dubbo", port, calls=50, concurrency=10), 50)
+            assert_all_ok(run_consumer("bolt", port, calls=50, concurrency=10), 50)
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "backend default\n"
