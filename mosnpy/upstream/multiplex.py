@@ -26,8 +26,9 @@ from collections.abc import Callable
 
 import trio
 
-from mosnpy.net.connection import Connection, ConnectionClosedError, connect
+from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.protocol.xprotocol import ClientSession, DecodeError, HeartbeatCodec, StreamType, XCodec, XFrame
+from mosnpy.upstream.dial import Dialer
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_, UpstreamError
 from mosnpy.upstream.host import Host
 
@@ -178,7 +179,7 @@ class MultiplexConnection:
         self.pool.forget(self)
 
 
-class MultiplexPool:
+class MultiplexPool(Dialer):
     """Connections to one host shared by concurrent calls.
 
     Args:
@@ -205,17 +206,15 @@ class MultiplexPool:
         keepalive_timeout: float = 1.0,
         keepalive_failures: int = 6,
     ) -> None:
-        self.host = host
+        super().__init__(host, connect_timeout)
         self.codec_factory = codec_factory
         self.nursery = nursery
         self.max_connections = max(1, max_connections)
         self.max_requests_per_connection = max_requests_per_connection
-        self.connect_timeout = connect_timeout
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
         self.keepalive_failures = keepalive_failures
         self.connections: list[MultiplexConnection] = []
-        self.connecting = 0
         self.stray = 0
         self.closed = False
         self._next = 0
@@ -261,13 +260,7 @@ class MultiplexPool:
     async def _open(self) -> MultiplexConnection:
         if self.closed:
             raise ConnectFailedError(f"pool for {self.host.address} is closed")
-        self.connecting += 1
-        try:
-            conn = await connect(self.host.address, timeout=self.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            raise ConnectFailedError(f"connect to {self.host.address} failed: {exc}") from exc
-        finally:
-            self.connecting -= 1
+        conn = await self.dial()
         mc = MultiplexConnection(self, conn, self.codec_factory())
         self.connections.append(mc)
         self.nursery.start_soon(mc.read_loop)

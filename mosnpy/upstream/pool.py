@@ -15,8 +15,9 @@ import logging
 
 import trio
 
-from mosnpy.net.connection import Connection, connect
-from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
+from mosnpy.net.connection import Connection
+from mosnpy.upstream.dial import Dialer
+from mosnpy.upstream.errors import OverflowError_
 from mosnpy.upstream.host import Host
 
 __all__ = ["PEEK_AFTER_IDLE", "PingPongPool"]
@@ -29,7 +30,7 @@ PEEK_AFTER_IDLE = 1.0
 log = logging.getLogger("mosnpy.upstream")
 
 
-class PingPongPool:
+class PingPongPool(Dialer):
     """Keep-alive connections to one host, lent out one request at a time.
 
     Args:
@@ -47,13 +48,11 @@ class PingPongPool:
         connect_timeout: float = 10.0,
         idle_timeout: float = 0.0,
     ) -> None:
-        self.host = host
+        super().__init__(host, connect_timeout)
         self.max_connections = max_connections
-        self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.idle: list[Connection] = []
         self.lent = 0
-        self.connecting = 0
         self.closed = False
 
     def __repr__(self) -> str:
@@ -85,13 +84,7 @@ class PingPongPool:
             return conn, True
         if self.max_connections and self.lent + self.connecting >= self.max_connections:
             raise OverflowError_(f"{self.host.address}: max_connections {self.max_connections} reached")
-        self.connecting += 1
-        try:
-            conn = await connect(self.host.address, timeout=self.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            raise ConnectFailedError(f"connect to {self.host.address} failed: {exc}") from exc
-        finally:
-            self.connecting -= 1
+        conn = await self.dial()
         self.lent += 1
         return conn, False
 

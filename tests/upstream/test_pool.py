@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+import mosnpy.upstream.dial as dial_module
 import mosnpy.upstream.pool as pool_module
 from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig, HostConfig
 from mosnpy.net.connection import Connection
@@ -135,7 +136,7 @@ async def test_idle_connection_past_idle_timeout_is_dropped(
         pairs.append(socket.socketpair())
         return Connection(pairs[-1][0], server_side=False)
 
-    monkeypatch.setattr(pool_module, "connect", fake_connect)
+    monkeypatch.setattr(dial_module, "connect", fake_connect)
     pool = PingPongPool(Host("10.0.0.1:80"), idle_timeout=5.0)
     first, _ = await pool.acquire()
     pool.release(first, reusable=True)
@@ -207,7 +208,7 @@ async def test_cancel_during_connect_leaves_no_count(monkeypatch: pytest.MonkeyP
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(pool_module, "connect", hanging_connect)
+    monkeypatch.setattr(dial_module, "connect", hanging_connect)
     pool = PingPongPool(Host("10.0.0.1:80"), max_connections=1)
     async with trio.open_nursery() as nursery:
         cancelled: list[bool] = []
@@ -244,7 +245,7 @@ async def test_cancel_at_every_deadline_settles_counts(
         pairs.append((a, b))
         return Connection(a, server_side=False)
 
-    monkeypatch.setattr(pool_module, "connect", stepping_connect)
+    monkeypatch.setattr(dial_module, "connect", stepping_connect)
     pool = PingPongPool(Host("10.0.0.1:80"))
     outcomes = {"cancelled": 0, "acquired": 0}
     for step in range(12):
@@ -275,7 +276,7 @@ async def test_cancel_right_after_successful_connect_settles_after_release(
         pairs.append((a, b))
         return Connection(a, server_side=False)
 
-    monkeypatch.setattr(pool_module, "connect", quick_connect)
+    monkeypatch.setattr(dial_module, "connect", quick_connect)
     pool = PingPongPool(Host("10.0.0.1:80"))
     got: list[Connection] = []
     with trio.CancelScope() as scope:
@@ -304,7 +305,7 @@ async def test_cancelled_before_acquire_on_connect_path_settles(monkeypatch: pyt
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(pool_module, "connect", counting_connect)
+    monkeypatch.setattr(dial_module, "connect", counting_connect)
     pool = PingPongPool(Host("10.0.0.1:80"))
     with trio.CancelScope() as scope:
         scope.cancel()
