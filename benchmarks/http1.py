@@ -1,6 +1,6 @@
 """HTTP/1.1 proxy benchmark: one command, every row measured side by side in one run.
 
-    python benchmarks/http1.py [--duration 5] [--connections 50] [--path /]
+    python benchmarks/http1.py [--duration 5] [--connections 50] [--path /] [--baseline OTHER_CHECKOUT]
 
 Rows: the nginx backend direct; mosnpy (``mosnpy -c``, one process pinned to core 0);
 nginx as a reverse proxy (one worker pinned to core 0, keep-alive upstream) as the
@@ -103,11 +103,13 @@ def mosnpy_config(port: int, backend_port: int) -> dict[str, object]:
 
 
 @contextmanager
-def mosnpy_proxy(workdir: Path, backend_port: int) -> Iterator[tuple[int, int]]:
+def mosnpy_proxy(workdir: Path, backend_port: int, source: Path = ROOT) -> Iterator[tuple[int, int]]:
+    """mosnpy from ``source`` (a checkout) in front of the backend."""
     port = free_port()
-    cfg = workdir / "mosnpy.json"
+    cfg = workdir / f"mosnpy-{port}.json"
     cfg.write_text(json.dumps(mosnpy_config(port, backend_port)))
-    proc = subprocess.Popen([*pinned(0), sys.executable, "-m", "mosnpy", "-c", str(cfg)], cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    proc = subprocess.Popen([*pinned(0), sys.executable, "-m", "mosnpy", "-c", str(cfg)], cwd=source, env=env)
     try:
         wait_for_port(port, 15, proc=proc)
         yield port, proc.pid
@@ -161,6 +163,13 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--path", default="/")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="another mosnpy checkout to measure in the same run (e.g. a git worktree of the previous commit)",
+    )
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
@@ -176,13 +185,11 @@ def main() -> int:
                     measure(f"{backend.url}{args.path}", None, args.duration, args.connections),
                 )
             )
-            with mosnpy_proxy(workdir, backend.port) as (port, pid):
-                rows.append(
-                    (
-                        "mosnpy",
-                        measure(f"http://127.0.0.1:{port}{args.path}", pid, args.duration, args.connections),
-                    )
-                )
+            for source in [ROOT, *args.baseline]:
+                label = "mosnpy" if source == ROOT else f"mosnpy @ {source.name}"
+                with mosnpy_proxy(workdir, backend.port, source) as (port, pid):
+                    url = f"http://127.0.0.1:{port}{args.path}"
+                    rows.append((label, measure(url, pid, args.duration, args.connections)))
             with nginx_proxy(workdir, backend.port) as (port, pid):
                 rows.append(
                     (

@@ -13,6 +13,7 @@ re-serialising every line).  The first edit drops ``raw``: copy on write.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
+from typing import overload
 
 __all__ = ["HeaderMap"]
 
@@ -47,6 +48,21 @@ class HeaderMap(MutableMapping[str, str]):
             if k == name:
                 return v
         raise KeyError(name)
+
+    @overload  # type: ignore[override]
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default`` (no exception on the miss path:
+        the proxy probes for headers that are usually absent on every request)."""
+        name = name.lower()
+        for k, v in self._items:
+            if k == name:
+                return v
+        return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order (empty when absent)."""

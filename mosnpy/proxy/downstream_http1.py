@@ -202,7 +202,7 @@ class Http1DownStream(DownStream):
         deadline = min(self.global_deadline, self.try_deadline)
         head: ResponseHead | None = None
         try:
-            with trio.move_on_at(deadline):
+            with trio.CancelScope(deadline=deadline):
                 while head is None:
                     events = await up.receive_events()
                     first = events[0]
@@ -276,7 +276,7 @@ class Http1DownStream(DownStream):
         up.events.clear()
         if not ended:
             try:
-                with trio.move_on_at(self.global_deadline):
+                with trio.CancelScope(deadline=self.global_deadline):
                     while not ended:
                         await self.conn.send_all(b"".join(self.out))
                         self.out.clear()

@@ -102,7 +102,7 @@ class XDownStream(DownStream):
         assert self.pool is not None
         response: XFrame | None = None
         try:
-            with trio.move_on_at(min(self.global_deadline, self.try_deadline)):
+            with trio.CancelScope(deadline=min(self.global_deadline, self.try_deadline)):
                 response = await self.pool.call(self.frame)
         except ConnectFailedError as exc:
             return self._upstream_failed(ResetReason.CONNECTION_FAILED, str(exc))
