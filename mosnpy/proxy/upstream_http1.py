@@ -70,12 +70,13 @@ class Http1Upstream:
                 raise EOFError("upstream closed the connection before a complete response")
 
     def release(self) -> None:
-        """Give the connection back: kept alive only after a clean, complete response."""
+        """Give the connection back: kept alive only after a clean, complete response
+        that allowed keep-alive (the codec knows about ``Connection: close``)."""
         if self.released:
             return
         self.released = True
         self.host.active_requests -= 1
-        reusable = self.done and not self.events
+        reusable = self.done and not self.events and self.codec.reusable
         if not reusable:
             self.conn.values.pop(_CODEC_KEY, None)
         self.pool.release(self.conn, reusable=reusable)

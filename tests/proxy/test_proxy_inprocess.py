@@ -635,3 +635,29 @@ async def test_graceful_drain_closes_a_busy_keep_alive_connection_after_its_requ
     assert b"\r\nconnection: close" in head
     assert data.endswith(b"slow")
     assert closed_after < 1.5
+
+
+async def test_upstream_connection_close_is_not_pooled() -> None:
+    """A backend answering ``Connection: close`` must not have its connection reused."""
+    with start_py_backend("closer") as backend:
+        server = (
+            mosnpy.ProxyBuilder()
+            .cluster("c", [f"127.0.0.1:{backend.port}"])
+            .route(prefix="/", cluster="c")
+            .listener("l", "127.0.0.1:0")
+            .server()
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            port = server.listener("l").port
+
+            def get(path: str) -> int:
+                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+
+            cluster = server.clusters.get("c")
+            pool = cluster.pool(cluster.hosts[0], "Http1")
+            assert await trio.to_thread.run_sync(get, "/close") == 200
+            assert pool.idle == [] and pool.lent == 0  # dropped, not pooled
+            assert await trio.to_thread.run_sync(get, "/") == 200
+            assert len(pool.idle) == 1 and pool.lent == 0  # a keep-alive answer is pooled
+            server.shutdown()
