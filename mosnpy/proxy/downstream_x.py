@@ -43,6 +43,7 @@ class XDownStream(DownStream):
         descriptor: XProtocolDescriptor,
         codec: XCodec,
         frame: XFrame,
+        hijack: HijackCodec | None,
     ) -> None:
         headers = HeaderMap(frame.header_view().items())
         stream = Stream(
@@ -56,6 +57,9 @@ class XDownStream(DownStream):
         super().__init__(ctx, conn, stream)
         self.descriptor = descriptor
         self.codec = codec
+        #: the codec again if it can build error replies (checked once per connection:
+        #: an isinstance against a runtime_checkable Protocol is slow per request)
+        self.hijack = hijack
         self.frame = frame
         #: the caller's id: restored on whatever goes back down
         self.request_id = codec.get_request_id(frame)
@@ -112,7 +116,7 @@ class XDownStream(DownStream):
             return self._upstream_failed(ResetReason.CONNECTION_TERMINATION, f"upstream reset: {exc}")
         if response is None:
             return self._deadline_phase()
-        code = self.codec.response_code(response) if isinstance(self.codec, HijackCodec) else 200
+        code = self.hijack.response_code(response) if self.hijack is not None else 200
         if self._retry_on_status(code):
             return self._upstream_failed(ResetReason.UPSTREAM_RESET, f"upstream answered {code}")
         self.response = response
@@ -131,15 +135,15 @@ class XDownStream(DownStream):
     async def _send_local_reply(self, reply: LocalReply) -> None:
         if self.oneway:
             return  # nobody waits for an answer
-        codec = self.codec
-        if not isinstance(codec, HijackCodec):
+        if self.hijack is None:
             log.warning(
                 "stream %s: %s cannot build error replies; closing", self.stream.id, self.descriptor.name
             )
             self.conn.close()
             return
-        self.codec.set_request_id(self.frame, self.request_id)
-        frame = codec.hijack(self.frame, reply.status, reply.body.decode(errors="replace").strip())
+        codec = self.codec
+        codec.set_request_id(self.frame, self.request_id)
+        frame = self.hijack.hijack(self.frame, reply.status, reply.body.decode(errors="replace").strip())
         codec.set_request_id(frame, self.request_id)
         self.response_started = True
         await self.conn.send_all(codec.encode(frame))

@@ -16,7 +16,7 @@ import logging
 
 from mosnpy.net.connection import Connection
 from mosnpy.net.filter import FilterStatus
-from mosnpy.protocol.xprotocol import ServerSession, XFrame
+from mosnpy.protocol.xprotocol import HijackCodec, ServerSession, XFrame
 from mosnpy.protocol.xprotocol.registry import XProtocolDescriptor
 from mosnpy.proxy.context import ProxyContext
 from mosnpy.proxy.downstream_x import XDownStream
@@ -34,6 +34,7 @@ class XServerDriver:
         self.conn = conn
         self.descriptor = descriptor
         self.codec = descriptor.codec_factory()
+        self.hijack = self.codec if isinstance(self.codec, HijackCodec) else None
         self.session = ServerSession(self.codec)
         self.active = 0
         self.draining = False
@@ -56,7 +57,7 @@ class XServerDriver:
 
     async def _serve(self, frame: XFrame) -> None:
         try:
-            await XDownStream(self.ctx, self.conn, self.descriptor, self.codec, frame).run()
+            await XDownStream(self.ctx, self.conn, self.descriptor, self.codec, frame, self.hijack).run()
         except Exception:
             log.exception("connection %s: request failed", self.conn.id)
         finally:
