@@ -157,9 +157,7 @@ class Http1DownStream(DownStream):
                 pending += len(piece)
                 if pending >= _FLUSH_AT:
                     if not await self._flush_upstream():
-                        return self._upstream_failed(
-                            ResetReason.CONNECTION_TERMINATION, "upstream write failed"
-                        )
+                        return self._write_failed()
                     pending = 0
             elif isinstance(event, EndOfMessage):
                 self.request_done = True
@@ -186,13 +184,19 @@ class Http1DownStream(DownStream):
             return False
         return True
 
+    def _write_failed(self) -> Phase:
+        """Sending upstream failed; a kept-alive connection that died idle is resent free."""
+        up = self.upstream
+        stale = up is not None and up.reused and not up.received_any
+        return self._upstream_failed(ResetReason.CONNECTION_TERMINATION, "upstream write failed", stale=stale)
+
     async def _down_recv_trailer(self) -> Phase:
         up = self.upstream
         assert up is not None
         if self.head.framing is not BodyFraming.NONE:
             self.out.append(up.codec.encode_end(self.head.framing, self.request_trailers))
         if not await self._flush_upstream():
-            return self._upstream_failed(ResetReason.CONNECTION_TERMINATION, "upstream write failed")
+            return self._write_failed()
         self._start_timers()
         return Phase.ONEWAY
 
