@@ -13,9 +13,13 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+import attrs
 import trio
 
+from mosnpy.admin import AdminServer
 from mosnpy.config.models import MosnConfig
 from mosnpy.net.listener import Listener
 from mosnpy.runtime.builder import build_clusters, build_listeners
@@ -38,12 +42,35 @@ class MosnServer:
         self.clusters: ClusterManager = build_clusters(config)
         self.listeners: list[Listener] = build_listeners(config, self.clusters, reuse_port=reuse_port)
         self.graceful_timeout = max((s.graceful_timeout for s in config.servers), default=30.0)
+        self.admin: AdminServer | None = None
         if config.admin is not None:
-            log.warning(
-                "admin: the admin API (%s) is not served by mosnpy yet; ignored", config.admin.address
+            self.admin = AdminServer(
+                config.admin.address,
+                config_dump=lambda: attrs.asdict(config),
+                stats=self.stats,
+                version=_version(),
             )
         self._shutdown = trio.Event()
         self._stopped = trio.Event()
+
+    @property
+    def all_listeners(self) -> list[Listener]:
+        """The proxy listeners and, when configured, the admin one."""
+        return [*self.listeners, *([self.admin.listener] if self.admin is not None else [])]
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of what is open and in flight (served at ``/api/v1/stats``)."""
+        return {
+            "listeners": {
+                lst.name: {
+                    "address": lst.address,
+                    "connections": len(lst.connections),
+                    "refused": lst.refused,
+                }
+                for lst in self.listeners
+            },
+            "clusters": {c.name: c.stats() for c in self.clusters.clusters.values()},
+        }
 
     def listener(self, name: str) -> Listener:
         """The listener called ``name`` (its ``address`` shows the bound port)."""
@@ -58,7 +85,7 @@ class MosnServer:
         Raises:
             OSError: an address is in use or cannot be bound.
         """
-        for lst in self.listeners:
+        for lst in self.all_listeners:
             lst.bind()
 
     async def serve(self, *, task_status: trio.TaskStatus[MosnServer] = trio.TASK_STATUS_IGNORED) -> None:
@@ -67,13 +94,13 @@ class MosnServer:
             async with trio.open_nursery() as upstream:
                 self.clusters.start(upstream)
                 async with trio.open_nursery() as nursery:
-                    for lst in self.listeners:
+                    for lst in self.all_listeners:
                         await nursery.start(lst.serve)
                     task_status.started(self)
                     await self._shutdown.wait()
                     log.info("draining (up to %.1fs)", self.graceful_timeout)
                     async with trio.open_nursery() as drains:
-                        for lst in self.listeners:
+                        for lst in self.all_listeners:
                             drains.start_soon(lst.drain, self.graceful_timeout)
                 # Listeners are done: upstream connection tasks go with them.
                 upstream.cancel_scope.cancel()
@@ -112,3 +139,10 @@ async def _on_signal(signals: AsyncIterator[int], server: MosnServer) -> None:
     async for signum in signals:
         log.info("received %s", signal.Signals(signum).name)
         server.shutdown()
+
+
+def _version() -> str:
+    try:
+        return version("mosnpy")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"

@@ -8,6 +8,7 @@ names to clusters; the proxy asks it for a host and a pool per request attempt.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import trio
 
@@ -113,6 +114,23 @@ class Cluster:
             )
             self._mux_pools[key] = pool
         return pool
+
+    def stats(self) -> dict[str, Any]:
+        """Requests and retries in flight, hosts and pools (for the admin API)."""
+        return {
+            "active_requests": self.active_requests,
+            "active_retries": self.active_retries,
+            "hosts": [
+                {
+                    "address": h.address,
+                    "weight": h.weight,
+                    "healthy": h.healthy,
+                    "active_requests": h.active_requests,
+                }
+                for h in self.hosts
+            ],
+            "pools": [repr(p) for p in [*self._pools.values(), *self._mux_pools.values()]],
+        }
 
     def close(self) -> None:
         for pool in self._pools.values():
