@@ -75,6 +75,8 @@ class Connection:
         "_close_listeners",
         "_send_lock",
         "_sock",
+        "_unsent",
+        "cancel_scope",
         "close_event",
         "closed",
         "filter_manager",
@@ -110,8 +112,11 @@ class Connection:
         #: for tasks that belong to this connection (e.g. one per multiplexed request);
         #: the listener provides it for accepted connections
         self.nursery: trio.Nursery | None = None
+        #: cancelled by :meth:`close`: the work bound to this connection stops with it
+        self.cancel_scope: trio.CancelScope | None = None
         self._close_listeners: list[Callable[[ConnectionEvent], None]] = []
         self._send_lock = trio.StrictFIFOLock()
+        self._unsent = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -189,6 +194,17 @@ class Connection:
 
     async def _send_unlocked(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
+        try:
+            await self._send_view(view)
+        except BaseException:
+            if 0 < self._unsent < len(view):
+                # Interrupted (cancelled) part way: the peer has half a message and
+                # the stream can never carry another one.  Nobody may send on it.
+                self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
+            raise
+
+    async def _send_view(self, view: memoryview) -> None:
+        self._unsent = len(view)
         while view:
             if self.closed:
                 raise ConnectionClosedError(f"{self!r} is closed")
@@ -204,7 +220,32 @@ class Connection:
                 self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
                 raise ConnectionClosedError(f"write failed: {exc}") from exc
             view = view[sent:]
+            self._unsent = len(view)
         self.last_active = trio.current_time()
+
+    async def wait_peer_closed(self) -> bool:
+        """Wait until there is something to read; True if it is the peer's close.
+
+        For a task that must notice a client leaving while nobody reads from it (the
+        reader is busy elsewhere).  Data waiting to be read (a pipelined request) ends
+        the wait with False and is left in the socket.
+
+        Cancellation: safe, nothing is consumed.
+        """
+        while not self.closed:
+            try:
+                await trio.lowlevel.wait_readable(self._sock)
+            except trio.ClosedResourceError:
+                return True
+            try:
+                data = self._sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return True
+            return not data
+        await trio.lowlevel.checkpoint()
+        return True
 
     def peer_closed_while_idle(self) -> bool:
         """True if an idle connection's peer has closed it (or sent unexpected bytes).
@@ -241,6 +282,8 @@ class Connection:
         except OSError:
             pass
         self._sock.close()
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
         for cb in list(self._close_listeners):
             try:
                 cb(event)

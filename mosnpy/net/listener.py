@@ -190,9 +190,13 @@ class Listener:
                 factory.create_filter_chain(conn.filter_manager)
             if not self._accepting:
                 conn.notify(ConnectionEvent.SHUTDOWN)
-            async with trio.open_nursery() as nursery:
-                conn.nursery = nursery
-                await conn.serve()
+            # Closing the connection (peer gone, idle, drained) cancels everything
+            # working for it: a request stuck upstream must not outlive its client.
+            with trio.CancelScope() as scope:
+                conn.cancel_scope = scope
+                async with trio.open_nursery() as nursery:
+                    conn.nursery = nursery
+                    await conn.serve()
         except Exception:
             log.exception("listener %s: connection %s failed", self.name, conn.id)
         finally:

@@ -102,7 +102,9 @@ class DownStream:
         else:
             self.chain = _EMPTY_CHAIN
         self.cluster: Cluster | None = None
-        self.counted = False
+        #: the cluster this request is counted against (``max_requests``)
+        self.counted: Cluster | None = None
+        self.finalized = False
         self.host: Host | None = None
         self.global_timeout = DEFAULT_GLOBAL_TIMEOUT
         self.try_timeout = 0.0
@@ -140,9 +142,9 @@ class DownStream:
 
     def _finish(self) -> None:
         self._release_upstream()
-        if self.counted and self.cluster is not None:
-            self.cluster.end_request()
-            self.counted = False
+        if self.counted is not None:
+            self.counted.end_request()
+            self.counted = None
         if self.retry_counted and self.cluster is not None:
             self.cluster.end_retry()
             self.retry_counted = False
@@ -184,22 +186,34 @@ class DownStream:
         if route.redirect is not None:
             return self._reply(replies.redirect(route.redirect, s.host, s.variables.get("target", s.path)))
         s.cluster_name = route.choose_cluster()
-        route.apply_request_headers(s.headers)
-        self._apply_route(route)
         self._set_timeouts(route.timeout, route.retry_policy.retry_timeout if route.retry_policy else 0.0)
         return Phase.DOWN_FILTER_AFTER_ROUTE
+
+    def _finalize_request(self) -> None:
+        """Apply the route's request edits, once (MOSN's FinalizeRequestHeaders).
+
+        Done when the request first goes upstream, not at route matching, so a
+        filter's re-match or re-choose and a retry never apply them twice.
+        """
+        if self.finalized:
+            return
+        self.finalized = True
+        route = self.stream.route
+        if route is not None:
+            route.apply_request_headers(self.stream.headers)
+            self._apply_route(route)
 
     def _set_timeouts(self, route_timeout: float, try_timeout: float) -> None:
         """Route values, overridden by the ``x-mosn-*-timeout`` headers (ms)."""
         headers = self.stream.headers
         g = route_timeout or DEFAULT_GLOBAL_TIMEOUT
         t = try_timeout
-        override = headers.get("x-mosn-global-timeout")
-        if override is not None and override.isdigit():
-            g = int(override) / 1000 or DEFAULT_GLOBAL_TIMEOUT
-        override = headers.get("x-mosn-try-timeout")
-        if override is not None and override.isdigit():
-            t = int(override) / 1000
+        override = _milliseconds(headers.get("x-mosn-global-timeout"))
+        if override is not None:
+            g = override or DEFAULT_GLOBAL_TIMEOUT
+        override = _milliseconds(headers.get("x-mosn-try-timeout"))
+        if override is not None:
+            t = override
         self.global_timeout = g
         self.try_timeout = t if 0 < t < g else 0.0
 
@@ -216,9 +230,12 @@ class DownStream:
         except UnknownNameError:
             return self._reply(replies.no_cluster(s.cluster_name))
         try:
-            if not self.counted:
+            if self.counted is not cluster:
+                # A re-choose may land on another cluster: the count moves with it.
                 cluster.start_request()
-                self.counted = True
+                if self.counted is not None:
+                    self.counted.end_request()
+                self.counted = cluster
             self.host = s.upstream_host = cluster.choose_host()
         except NoHealthyHostError as exc:
             return self._reply(replies.no_healthy_host(str(exc)))
@@ -364,6 +381,13 @@ class DownStream:
 
     async def _end(self) -> Phase:  # pragma: no cover - the loop stops before END
         return Phase.END
+
+
+def _milliseconds(value: str | None) -> float | None:
+    """A timeout header's value in seconds; None if absent or not a plain number."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 12:
+        return None
+    return int(value) / 1000
 
 
 # The base class gets its table too (used only through subclasses).

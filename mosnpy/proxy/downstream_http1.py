@@ -36,6 +36,8 @@ log = logging.getLogger("mosnpy.proxy")
 
 #: Flush buffered request bytes upstream once this many are pending.
 _FLUSH_AT = 64 * 1024
+#: How long an upstream may take before the client is watched for going away.
+WATCH_CLIENT_AFTER = 0.1
 #: Statuses that carry no body.
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -89,6 +91,8 @@ class Http1DownStream(DownStream):
         self.upstream_head: ResponseHead | None = None
         self.out: list[bytes] = []
         self.down_framing = BodyFraming.NONE
+        #: the client closed while this request waited upstream
+        self.client_gone = False
 
     async def serve(self) -> bool:
         """Serve the request; return whether the downstream connection stays open."""
@@ -116,6 +120,10 @@ class Http1DownStream(DownStream):
 
     async def _down_recv_header(self) -> Phase:
         assert self.cluster is not None and self.host is not None
+        self._finalize_request()
+        if not self.stream.host:
+            # An HTTP/1.0 request may lack Host; the HTTP/1.1 request upstream may not.
+            self.stream.headers["host"] = self.host.address
         pool = self.cluster.pool(self.host, "Http1")
         try:
             conn, reused = await pool.acquire()
@@ -206,20 +214,25 @@ class Http1DownStream(DownStream):
         deadline = min(self.global_deadline, self.try_deadline)
         head: ResponseHead | None = None
         try:
-            with trio.CancelScope(deadline=deadline):
-                while head is None:
-                    events = await up.receive_events()
-                    first = events[0]
-                    if isinstance(first, ResponseHead):
-                        head = first
-                        up.events.extend(events[1:])
-                    else:  # pragma: no cover - the codec always starts with a head
-                        raise EOFError("response body before response head")
+            # Most answers come quickly: wait without watching the client first.
+            with trio.CancelScope(deadline=min(deadline, trio.current_time() + WATCH_CLIENT_AFTER)):
+                head = await self._read_head(up)
+            if head is None and trio.current_time() < deadline:
+                # A slow upstream: watch the client meanwhile, so a client that gives
+                # up releases the upstream now instead of at the route timeout (the
+                # reader task is busy here, so nobody else would notice).
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_client, nursery.cancel_scope)
+                    with trio.CancelScope(deadline=deadline):
+                        head = await self._read_head(up)
+                    nursery.cancel_scope.cancel()
         except (ConnectionClosedError, EOFError, Http1Error) as exc:
             stale = up.reused and not up.received_any
             return self._upstream_failed(
                 ResetReason.CONNECTION_TERMINATION, f"upstream reset: {exc}", stale=stale
             )
+        if self.client_gone:
+            raise ClientGone("the client closed while its request was upstream")
         if head is None:
             return self._deadline_phase()
         if self._retry_on_status(head.status):
@@ -231,6 +244,22 @@ class Http1DownStream(DownStream):
         if s.route is not None:
             s.route.apply_response_headers(head.headers)
         return Phase.UP_FILTER
+
+    @staticmethod
+    async def _read_head(up: Http1Upstream) -> ResponseHead | None:
+        """Read until the response head; None if the enclosing scope ran out first."""
+        events = await up.receive_events()
+        first = events[0]
+        if not isinstance(first, ResponseHead):  # pragma: no cover - the codec starts with a head
+            raise EOFError("response body before response head")
+        up.events.extend(events[1:])
+        return first
+
+    async def _watch_client(self, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` if the client closes its connection."""
+        if await self.conn.wait_peer_closed():
+            self.client_gone = True
+            scope.cancel()
 
     # -- failures and retries ----------------------------------------------------------
 
@@ -247,12 +276,23 @@ class Http1DownStream(DownStream):
         """Send a whole locally made response (head and body in one write)."""
         if not self.request_done:
             self.keep_alive = False  # unread request body: the connection cannot be reused
-        if reply.body and "content-type" not in reply.headers:
-            reply.headers["content-type"] = "text/plain; charset=utf-8"
-        head = ResponseHead(reply.status, reply.headers, content_length=len(reply.body))
-        data = self.codec.encode_response_head(head, BodyFraming.LENGTH, keep_alive=self._down_keep_alive())
-        if self.head.method != "HEAD":
-            data += reply.body
+        status, body = reply.status, reply.body
+        if status < 200:
+            # An interim status cannot end a request: answer with the proxy's own error.
+            log.error("stream %s: local reply with interim status %d; answering 500", self.stream.id, status)
+            status, body = 500, f"invalid local reply status {status}\n".encode()
+        if status in _NO_BODY_STATUS:
+            head = ResponseHead(status, reply.headers)
+            data = self.codec.encode_response_head(head, BodyFraming.NONE, keep_alive=self._down_keep_alive())
+        else:
+            if body and "content-type" not in reply.headers:
+                reply.headers["content-type"] = "text/plain; charset=utf-8"
+            head = ResponseHead(status, reply.headers, content_length=len(body))
+            data = self.codec.encode_response_head(
+                head, BodyFraming.LENGTH, keep_alive=self._down_keep_alive()
+            )
+            if self.head.method != "HEAD":
+                data += body
         self.response_started = True
         await self.conn.send_all(data)
 

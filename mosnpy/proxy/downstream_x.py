@@ -84,6 +84,7 @@ class XDownStream(DownStream):
 
     async def _down_recv_header(self) -> Phase:
         assert self.cluster is not None and self.host is not None
+        self._finalize_request()
         self.pool = self.cluster.multiplex_pool(
             self.host, self.descriptor.name, self.descriptor.codec_factory
         )

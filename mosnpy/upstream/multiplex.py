@@ -219,6 +219,8 @@ class MultiplexPool(Dialer):
         self.closed = False
         self._next = 0
         self._connect_lock = trio.Lock()
+        self._connect_failures = 0
+        self._last_connect_error = ""
 
     def __repr__(self) -> str:
         in_flight = sum(len(c.calls) for c in self.connections)
@@ -244,9 +246,21 @@ class MultiplexPool(Dialer):
 
     async def _connection(self) -> MultiplexConnection:
         if len(self.connections) < self.max_connections:
+            failures = self._connect_failures
             async with self._connect_lock:
+                if self._connect_failures != failures and not self.connections:
+                    # The connect we queued behind failed: share its outcome instead
+                    # of dialing again one after another (a dead host would make
+                    # each waiter pay a whole connect timeout in turn).
+                    raise ConnectFailedError(self._last_connect_error)
                 if len(self.connections) < self.max_connections:
-                    return await self._open()
+                    try:
+                        return await self._open()
+                    except ConnectFailedError as exc:
+                        self._connect_failures += 1
+                        self._last_connect_error = str(exc)
+                        if not self.connections:
+                            raise
         for _ in range(len(self.connections)):
             self._next = (self._next + 1) % len(self.connections)
             mc = self.connections[self._next]

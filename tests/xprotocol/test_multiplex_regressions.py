@@ -1,4 +1,4 @@
-"""Review: upstream-pool defects, each shown by a test that fails today (strict xfail)."""
+"""Regressions from a review of the multiplexing pool: each test failed before its fix."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ from mosnpy.upstream.multiplex import MultiplexPool, UpstreamResetError
 LOCALHOST = "127.0.0.1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="multiplex.MultiplexConnection.call: a call cancelled (per-try/global timeout) "
-    "while its frame is half written leaves the connection pooled; the next call's bytes "
-    "are read by the upstream as the rest of the old frame",
-)
 async def test_call_cancelled_mid_send_does_not_poison_the_connection() -> None:
     seen: list[object] = []
 
@@ -56,11 +50,6 @@ async def test_call_cancelled_mid_send_does_not_poison_the_connection() -> None:
     assert answer is not None, seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="multiplex.MultiplexPool._connection: calls queued on _connect_lock behind a "
-    "failing connect each dial again, one after another: the k-th waits k connect times",
-)
 async def test_calls_waiting_on_a_failing_connect_fail_together(monkeypatch: pytest.MonkeyPatch) -> None:
     dials = 0
 
