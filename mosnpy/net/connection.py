@@ -27,6 +27,7 @@ multiplexing pool's reader task).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import itertools
 import logging
 import socket
@@ -316,36 +317,59 @@ class Connection:
 async def connect(address: str, *, timeout: float) -> Connection:
     """Open a client connection to ``host:port`` or a unix socket path.
 
+    A host name is resolved with ``getaddrinfo`` in a worker thread (trio's), so a
+    slow DNS answer never blocks the event loop; IP literals skip that.
+
     Raises:
         ConnectionRefusedError, OSError: the connect failed.
-        TimeoutError: it did not finish within ``timeout`` seconds.
+        TimeoutError: it (with the name lookup) did not finish within ``timeout``.
     """
-    family, sockaddr = resolve(address)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
     try:
         with trio.fail_after(timeout):
+            family, sockaddr = resolve(address)
+            if family != socket.AF_UNIX and not _is_ip_literal(str(sockaddr[0])):
+                family, sockaddr = await _lookup(str(sockaddr[0]), int(sockaddr[1]))
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
-                sock.connect(sockaddr)
-            except BlockingIOError:
-                pass
-            except InterruptedError:
-                pass
-            await trio.lowlevel.wait_writable(sock)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise OSError(err, f"connect to {address}: {errno.errorcode.get(err, err)}")
+                try:
+                    sock.connect(sockaddr)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                await trio.lowlevel.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, f"connect to {address}: {errno.errorcode.get(err, err)}")
+            except BaseException:
+                sock.close()
+                raise
     except trio.TooSlowError:
-        sock.close()
         raise TimeoutError(f"connect to {address} timed out after {timeout}s") from None
-    except BaseException:
-        sock.close()
-        raise
     return Connection(sock, server_side=False)
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _lookup(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"{host}: no address")
+    family, _, _, _, sockaddr = infos[0]
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
+
+
 def resolve(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
-    """Turn ``host:port``, ``[v6]:port`` or ``/unix/path`` into (family, sockaddr)."""
+    """Turn ``host:port``, ``[v6]:port`` or ``/unix/path`` into (family, sockaddr).
+
+    No name lookup happens here (a host name stays as it is): :func:`connect` looks
+    names up without blocking, and listeners bind addresses.
+    """
     if address.startswith("/") or address.startswith("unix:"):
         return socket.AF_UNIX, address.removeprefix("unix:")
     host, sep, port_s = address.rpartition(":")

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import socket
+import stat
 from collections.abc import Sequence
 
 import trio
@@ -99,7 +100,9 @@ class Listener:
             if family == socket.AF_UNIX:
                 path = str(sockaddr)
                 if os.path.exists(path):
-                    os.unlink(path)
+                    if not stat.S_ISSOCK(os.stat(path).st_mode):
+                        raise OSError(errno.EEXIST, f"{path} exists and is not a socket; not replacing it")
+                    os.unlink(path)  # a stale socket from an earlier run
             else:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if self.reuse_port:

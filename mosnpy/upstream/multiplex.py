@@ -113,6 +113,9 @@ class MultiplexConnection:
         except DecodeError as exc:
             reason = f"upstream sent an undecodable frame: {exc}"
             log.warning("upstream %s: %s", self.pool.host.address, reason)
+        except Exception as exc:  # a plugin codec bug costs this connection, not the server
+            reason = f"codec failed: {exc!r}"
+            log.exception("upstream %s: %s", self.pool.host.address, reason)
         finally:
             self.close(reason)
 
