@@ -76,7 +76,6 @@ class Connection:
         "_close_listeners",
         "_send_lock",
         "_sock",
-        "_unsent",
         "cancel_scope",
         "close_event",
         "closed",
@@ -117,7 +116,6 @@ class Connection:
         self.cancel_scope: trio.CancelScope | None = None
         self._close_listeners: list[Callable[[ConnectionEvent], None]] = []
         self._send_lock = trio.StrictFIFOLock()
-        self._unsent = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -195,33 +193,29 @@ class Connection:
 
     async def _send_unlocked(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
+        total = len(view)
         try:
-            await self._send_view(view)
+            while view:
+                if self.closed:
+                    raise ConnectionClosedError(f"{self!r} is closed")
+                try:
+                    sent = self._sock.send(view)
+                except BlockingIOError:
+                    try:
+                        await trio.lowlevel.wait_writable(self._sock)
+                    except trio.ClosedResourceError:
+                        raise ConnectionClosedError(f"{self!r} was closed while writing") from None
+                    continue
+                except OSError as exc:
+                    self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
+                    raise ConnectionClosedError(f"write failed: {exc}") from exc
+                view = view[sent:]
         except BaseException:
-            if 0 < self._unsent < len(view):
+            if 0 < len(view) < total:
                 # Interrupted (cancelled) part way: the peer has half a message and
                 # the stream can never carry another one.  Nobody may send on it.
                 self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
             raise
-
-    async def _send_view(self, view: memoryview) -> None:
-        self._unsent = len(view)
-        while view:
-            if self.closed:
-                raise ConnectionClosedError(f"{self!r} is closed")
-            try:
-                sent = self._sock.send(view)
-            except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(self._sock)
-                except trio.ClosedResourceError:
-                    raise ConnectionClosedError(f"{self!r} was closed while writing") from None
-                continue
-            except OSError as exc:
-                self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
-                raise ConnectionClosedError(f"write failed: {exc}") from exc
-            view = view[sent:]
-            self._unsent = len(view)
         self.last_active = trio.current_time()
 
     async def wait_peer_closed(self) -> bool:

@@ -110,6 +110,8 @@ class DownStream:
         self.try_timeout = 0.0
         self.global_deadline = float("inf")
         self.try_deadline = float("inf")
+        #: when the request (this try) was fully sent upstream
+        self.sent_at = 0.0
         self.retries_done = 0
         self.retry_counted = False
         self.response_started = False
@@ -260,7 +262,7 @@ class DownStream:
 
     def _start_timers(self) -> None:
         """Arm the timeouts once the request is fully sent (MOSN starts them there)."""
-        now = trio.current_time()
+        now = self.sent_at = trio.current_time()
         if self.global_deadline == float("inf"):
             self.global_deadline = now + self.global_timeout
         self.try_deadline = now + self.try_timeout if self.try_timeout else float("inf")

@@ -215,7 +215,7 @@ class Http1DownStream(DownStream):
         head: ResponseHead | None = None
         try:
             # Most answers come quickly: wait without watching the client first.
-            with trio.CancelScope(deadline=min(deadline, trio.current_time() + WATCH_CLIENT_AFTER)):
+            with trio.CancelScope(deadline=min(deadline, self.sent_at + WATCH_CLIENT_AFTER)):
                 head = await self._read_head(up)
             if head is None and trio.current_time() < deadline:
                 # A slow upstream: watch the client meanwhile, so a client that gives
