@@ -27,6 +27,7 @@ __all__ = [
     "FilterConfig",
     "HeaderMatcherConfig",
     "HeaderValueConfig",
+    "HealthCheckConfig",
     "HostConfig",
     "ListenerConfig",
     "MosnConfig",
@@ -233,6 +234,26 @@ class CircuitBreakerConfig:
 
 
 @attrs.frozen(kw_only=True)
+class HealthCheckConfig:
+    """Active health checking of a cluster's hosts (MOSN's ``health_check``).
+
+    ``protocol`` names the checker: ``"Http1"`` sends a request described by
+    ``check_config.http_check_config`` ({port, path, method, codes}); anything else
+    (MOSN's default) is a TCP connect.  A host turns unhealthy after
+    ``unhealthy_threshold`` failed checks in a row and healthy again after
+    ``healthy_threshold`` good ones.
+    """
+
+    protocol: str = ""
+    timeout: float = 1.0
+    interval: float = 15.0
+    interval_jitter: float = 0.0
+    healthy_threshold: int = 1
+    unhealthy_threshold: int = 1
+    check_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+
+
+@attrs.frozen(kw_only=True)
 class ClusterConfig:
     name: str
     type: str = "SIMPLE"
@@ -243,6 +264,7 @@ class ClusterConfig:
     max_request_per_conn: int = 0
     circuit_breakers: tuple[CircuitBreakerConfig, ...] = attrs.field(default=(), converter=_tuple)
     lb_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    health_check: HealthCheckConfig | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -30,6 +30,7 @@ from mosnpy.config.models import (
     ClusterConfig,
     FilterChainConfig,
     HeaderValueConfig,
+    HealthCheckConfig,
     ListenerConfig,
     MosnConfig,
     ProxyConfig,
@@ -57,6 +58,7 @@ DURATION_FIELDS: Mapping[type, frozenset[str]] = {
     RouteActionConfig: frozenset({"timeout"}),
     RetryPolicyConfig: frozenset({"retry_timeout"}),
     ClusterConfig: frozenset({"connect_timeout", "idle_timeout"}),
+    HealthCheckConfig: frozenset({"timeout", "interval", "interval_jitter"}),
 }
 
 #: Other spellings of a key, per class: ``{spelling: field key}``.

@@ -22,6 +22,7 @@ from mosnpy.config.models import (
     ClusterManagerConfig,
     FilterChainConfig,
     FilterConfig,
+    HealthCheckConfig,
     HostConfig,
     ListenerConfig,
     MosnConfig,
@@ -92,11 +93,13 @@ UNSUPPORTED_KEYS: Final[Mapping[type, frozenset[str]]] = {
     }),
     # cluster_manager.clusters[]
     ClusterConfig: frozenset({
-        "health_check", "lb_subset_config", "slow_start", "tls_context", "keepalive", "sub_type",
+        "lb_subset_config", "slow_start", "tls_context", "keepalive", "sub_type",
         "conn_buffer_limit_bytes", "spec", "original_dst_lb_config", "cluster_manager_tls",
         "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
         "dns_resolver_file", "dns_resolver_port", "cluster_pool_enable",
     }),
+    # cluster_manager.clusters[].health_check
+    HealthCheckConfig: frozenset({"service_name", "cluster_name", "event_log_path", "common_callbacks"}),
     # cluster_manager.clusters[].hosts[]
     HostConfig: frozenset({"tls_disable"}),
     # cluster_manager.clusters[].circuit_breakers[]

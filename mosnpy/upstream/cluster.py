@@ -16,6 +16,7 @@ from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig
 from mosnpy.protocol.xprotocol import XCodec
 from mosnpy.registry import UnknownNameError
 from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
+from mosnpy.upstream.health import HealthMonitor
 from mosnpy.upstream.host import Host
 from mosnpy.upstream.lb import LbContext, LoadBalancer
 from mosnpy.upstream.multiplex import MultiplexPool
@@ -36,6 +37,12 @@ class Cluster:
         self.limits = config.circuit_breakers[0] if config.circuit_breakers else CircuitBreakerConfig()
         self.active_requests = 0
         self.active_retries = 0
+        #: active health checking, when configured (started with the manager)
+        self.health = (
+            HealthMonitor(self.name, self.hosts, config.health_check)
+            if config.health_check is not None
+            else None
+        )
         self._pools: dict[tuple[str, str], PingPongPool] = {}
         self._mux_pools: dict[tuple[str, str], MultiplexPool] = {}
         #: where multiplexing pools run their connection tasks (set by the manager)
@@ -153,12 +160,16 @@ class ClusterManager:
     def add(self, cluster: Cluster) -> None:
         cluster.nursery = self.nursery
         self.clusters[cluster.name] = cluster
+        if self.nursery is not None and cluster.health is not None:
+            cluster.health.start(self.nursery)
 
     def start(self, nursery: trio.Nursery) -> None:
-        """Give the clusters a nursery for their pools' connection tasks."""
+        """Give the clusters a nursery for pool connections and health checks."""
         self.nursery = nursery
         for c in self.clusters.values():
             c.nursery = nursery
+            if c.health is not None:
+                c.health.start(nursery)
 
     def get(self, name: str) -> Cluster:
         """Raises UnknownNameError listing the known clusters."""

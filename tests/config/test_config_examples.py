@@ -70,7 +70,11 @@ def test_http1_proxy_example() -> None:
     warnings: list[str] = []
     config = load_config(DATA / "http1_proxy.json", warnings=warnings)
 
-    assert warnings == [f"cluster_manager.clusters[0].health_check: {IGNORED}"]
+    assert warnings == []
+    check = config.cluster_manager.clusters[0].health_check
+    assert check is not None
+    assert (check.protocol, check.interval, check.timeout) == ("Http1", 10.0, 1.0)
+    assert check.check_config == {"http_check_config": {"port": 8080, "path": "/health"}}
     health, canary, default = config.servers[0].routers[0].virtual_hosts[0].routers
     assert health.match.path == "/health"
     assert health.direct_response is not None and health.direct_response.body == "ok"
