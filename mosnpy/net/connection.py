@@ -260,6 +260,32 @@ class Connection:
         del data
         return True
 
+    async def close_lingering(self, timeout: float) -> None:
+        """Close after letting the peer finish sending: a lingering close.
+
+        Closing a socket with unread data makes the kernel answer with a reset, and a
+        reset can destroy a response the peer has not read yet — a client that sends
+        its whole body before reading (a refused upload, say) would see "broken pipe"
+        instead of the answer.  So: send FIN after what is queued, read and discard
+        until the peer closes or ``timeout`` passes, then close.
+        """
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(timeout):
+            try:
+                while await self.receive_some():
+                    pass
+            except ConnectionClosedError:
+                pass
+        self.close()
+
     def close(self, event: ConnectionEvent = ConnectionEvent.LOCAL_CLOSE) -> None:
         """Close now (idempotent); wake parked tasks; fire ``event`` once."""
         if self.closed:

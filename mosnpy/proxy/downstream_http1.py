@@ -38,6 +38,8 @@ log = logging.getLogger("mosnpy.proxy")
 _FLUSH_AT = 64 * 1024
 #: How long an upstream may take before the client is watched for going away.
 WATCH_CLIENT_AFTER = 0.1
+#: Methods a proxy may send twice (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: Statuses that carry no body.
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -154,7 +156,11 @@ class Http1DownStream(DownStream):
         while not self.request_done:
             try:
                 event = await self.source.next_event()
-            except (EOFError, ConnectionClosedError, Http1Error) as exc:
+            except Http1Error as exc:  # a malformed body: answer it (the connection closes)
+                log.info("stream %s: bad request body: %s", self.stream.id, exc.reason)
+                self._release_upstream()
+                return self._reply(replies.Reply(exc.status, exc.reason + "\n"))
+            except (EOFError, ConnectionClosedError) as exc:
                 raise ClientGone from exc
             self.body_started = True
             if isinstance(event, Body):
@@ -227,7 +233,10 @@ class Http1DownStream(DownStream):
                         head = await self._read_head(up)
                     nursery.cancel_scope.cancel()
         except (ConnectionClosedError, EOFError, Http1Error) as exc:
-            stale = up.reused and not up.received_any
+            # A kept-alive connection that ends before any answer byte was most likely
+            # closed by the server while idle; resend for free, but only requests that
+            # are safe to repeat (the server may have acted on the one it received).
+            stale = up.reused and not up.received_any and self.head.method in IDEMPOTENT
             return self._upstream_failed(
                 ResetReason.CONNECTION_TERMINATION, f"upstream reset: {exc}", stale=stale
             )

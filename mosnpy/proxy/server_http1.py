@@ -22,6 +22,10 @@ __all__ = ["Http1ServerDriver"]
 
 log = logging.getLogger("mosnpy.proxy")
 
+#: How long a closing connection keeps reading (and discarding) what the client still
+#: sends after its final response, so the client gets to read that response.
+LINGER_TIMEOUT = 5.0
+
 
 class Http1ServerDriver:
     """Serves HTTP/1.1 requests arriving on one downstream connection."""
@@ -55,16 +59,23 @@ class Http1ServerDriver:
                 self.conn.close()
                 break
             self.busy = True
+            downstream = Http1DownStream(self.ctx, self.conn, self.codec, self, event)
             try:
-                keep_alive = await Http1DownStream(self.ctx, self.conn, self.codec, self, event).serve()
+                keep_alive = await downstream.serve()
             except Http1Error as exc:
                 await self._refuse(exc)
                 break
             finally:
                 self.busy = False
             if not keep_alive:
-                self.conn.close()
+                if downstream.request_done or downstream.client_gone:
+                    self.conn.close()
+                else:  # answered before the body was read: let the client finish sending
+                    await self.conn.close_lingering(LINGER_TIMEOUT)
                 break
+        if self.codec.error is not None and not self.conn.closed:
+            # Bad bytes after complete requests: those were answered, now refuse.
+            await self._refuse(self.codec.error)
         return FilterStatus.STOP
 
     async def next_event(self) -> Event:
@@ -75,6 +86,8 @@ class Http1ServerDriver:
             Http1Error: the rest of the request is malformed.
         """
         while not self.events:
+            if self.codec.error is not None:
+                raise self.codec.error  # found earlier: no point waiting for more bytes
             fm = self.conn.filter_manager
             got_more = await fm.read_more(self.owner)
             data = bytes(self.conn.read_buffer) if got_more else b""
@@ -96,4 +109,4 @@ class Http1ServerDriver:
             await self.conn.send_all(self.codec.error_response(exc.status, exc.reason))
         except ConnectionClosedError:
             pass
-        self.conn.close()
+        await self.conn.close_lingering(LINGER_TIMEOUT)

@@ -661,3 +661,76 @@ async def test_upstream_connection_close_is_not_pooled() -> None:
             assert await trio.to_thread.run_sync(get, "/") == 200
             assert len(pool.idle) == 1 and pool.lent == 0  # a keep-alive answer is pooled
             server.shutdown()
+
+
+async def test_refused_upload_still_reaches_a_client_that_reads_only_after_sending() -> None:
+    """http.client sends its whole body before reading: a close with unread data
+    would reset the connection and destroy the 403 before the client reads it."""
+    import http.client
+
+    server = (
+        mosnpy.ProxyBuilder()
+        .route(prefix="/", direct_response=(403, "forbidden"))
+        .listener("l", "127.0.0.1:0")
+        .server()
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        port = server.listener("l").port
+
+        def post() -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("POST", "/upload", body=b"x" * (4 << 20))
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+
+        for _ in range(3):
+            assert await trio.to_thread.run_sync(post) == (403, b"forbidden")
+        server.shutdown()
+
+
+async def test_malformed_chunked_body_gets_400() -> None:
+    with start_py_backend("b") as backend:
+        server = (
+            mosnpy.ProxyBuilder()
+            .cluster("c", [f"127.0.0.1:{backend.port}"])
+            .route(prefix="/", cluster="c")
+            .listener("l", "127.0.0.1:0")
+            .server()
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            stream = await trio.open_tcp_stream("127.0.0.1", server.listener("l").port)
+            await stream.send_all(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n"
+            )
+            reply = b""
+            with trio.fail_after(5):
+                async for data in stream:
+                    reply += data
+            assert reply.startswith(b"HTTP/1.1 400 "), reply
+            await stream.aclose()
+            server.shutdown()
+
+
+async def test_garbage_after_a_good_pipelined_request_is_refused() -> None:
+    server = (
+        mosnpy.ProxyBuilder()
+        .route(prefix="/", direct_response=(200, "ok"))
+        .listener("l", "127.0.0.1:0")
+        .server()
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.listener("l").port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
+        reply = b""
+        with trio.fail_after(5):
+            async for data in stream:
+                reply += data
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in reply, reply
+        await stream.aclose()
+        server.shutdown()

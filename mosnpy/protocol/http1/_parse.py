@@ -244,6 +244,16 @@ class MessageReader:
 
     # -- the reader -------------------------------------------------------------------
 
+    @property
+    def error(self) -> Http1Error | None:
+        """The error already found in received bytes, if any.
+
+        :meth:`receive_data` hands up the events that were complete before bad bytes
+        and raises on its next call; a caller about to wait for more bytes checks this
+        first, since the peer may have nothing more to send.
+        """
+        return self._error
+
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; ``b""`` means EOF.  See the codec classes."""
         if self._error is not None:
