@@ -128,7 +128,8 @@ class Http1DownStream(DownStream):
             self.stream.headers["host"] = self.host.address
         pool = self.cluster.pool(self.host, "Http1")
         try:
-            conn, reused = await pool.acquire()
+            # A request that may not be resent gets its reused connection probed first.
+            conn, reused = await pool.acquire(probe=self.head.method not in IDEMPOTENT)
         except OverflowError_ as exc:
             return self._reply(replies.overflow(str(exc)))
         except ConnectFailedError as exc:

@@ -61,8 +61,11 @@ class PingPongPool(Dialer):
             f"connecting={self.connecting}>"
         )
 
-    async def acquire(self) -> tuple[Connection, bool]:
+    async def acquire(self, *, probe: bool = False) -> tuple[Connection, bool]:
         """Lend a connection: ``(connection, reused)``.
+
+        ``probe`` checks even a recently used idle connection for a close by the
+        server (for requests that must not be resent blindly if it turns out dead).
 
         Raises:
             OverflowError_: ``max_connections`` are already lent or connecting.
@@ -77,7 +80,7 @@ class PingPongPool(Dialer):
             if self.idle_timeout and now - conn.last_active > self.idle_timeout:
                 conn.close()
                 continue
-            if now - conn.last_active > PEEK_AFTER_IDLE and conn.peer_closed_while_idle():
+            if (probe or now - conn.last_active > PEEK_AFTER_IDLE) and conn.peer_closed_while_idle():
                 conn.close()
                 continue
             self.lent += 1

@@ -332,3 +332,16 @@ def test_bad_config_exits_1_with_key_path(tmp_path: Any) -> None:
     assert r.returncode == 1
     assert "servers[0].listeners[0].filter_chains[0].filters[0].config.downstream_protocol" in r.stderr
     assert "Htp1" in r.stderr and "Http1" in r.stderr
+
+
+def test_stale_pooled_connection_is_replaced_for_a_post_too() -> None:
+    port = free_port()
+    with start_py_backend("first") as first:
+        backend_port = first.port
+        cfg = http_config(port, {"py": [f"127.0.0.1:{backend_port}"]}, [to("py")])
+        with run_mosnpy(cfg, ready_port=port):
+            assert httpx.post(f"http://127.0.0.1:{port}/echo", content=b"one").content == b"one"
+            first.stop()  # the pooled keep-alive connection is now dead
+            with start_py_backend("again", port=backend_port):
+                r = httpx.post(f"http://127.0.0.1:{port}/echo", content=b"two", timeout=10)
+                assert (r.status_code, r.content) == (200, b"two")
