@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
 import trio
 
 from mosnpy.config import ConfigError, MosnConfig, load_config
+from mosnpy.net.connection import resolve
 from mosnpy.runtime import MosnServer, run
 from mosnpy.runtime.workers import supervise
 
@@ -84,6 +86,11 @@ def _supervise(args: argparse.Namespace, config: MosnConfig, level: str) -> int:
             f"mosnpy: --workers needs fixed ports; listeners on port 0: {', '.join(ephemeral)}",
             file=sys.stderr,
         )
+        return 1
+    unix = [lst.name for lst in server.listeners if resolve(lst.requested_address)[0] == socket.AF_UNIX]
+    if unix:
+        # SO_REUSEPORT does not share unix sockets: each worker would take the path over.
+        print(f"mosnpy: --workers needs TCP listeners; unix listeners: {', '.join(unix)}", file=sys.stderr)
         return 1
     argv = ["-m", "mosnpy", "-c", args.config, "--worker", "--log-level", level]
     graceful = max((s.graceful_timeout for s in config.servers), default=30.0)

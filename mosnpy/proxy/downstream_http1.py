@@ -276,6 +276,9 @@ class Http1DownStream(DownStream):
     async def _send_response_head(self) -> Phase:
         head = self.upstream_head
         assert head is not None
+        status = self.stream.response_status
+        if status is not None and status != head.status:  # a sender filter changed it
+            head.status, head.reason = status, ""
         framing = self._downstream_framing(head)
         self.down_framing = framing
         self.out = [self.codec.encode_response_head(head, framing, keep_alive=self._down_keep_alive())]
@@ -286,7 +289,8 @@ class Http1DownStream(DownStream):
         """Send a whole locally made response (head and body in one write)."""
         if not self.request_done:
             self.keep_alive = False  # unread request body: the connection cannot be reused
-        status, body = reply.status, reply.body
+        # A sender filter may have changed the status (it sees stream.response_status).
+        status, body = self.stream.response_status or reply.status, reply.body
         if status < 200:
             # An interim status cannot end a request: answer with the proxy's own error.
             log.error("stream %s: local reply with interim status %d; answering 500", self.stream.id, status)

@@ -57,3 +57,23 @@ def test_workers_refuse_ephemeral_ports(tmp_path: object) -> None:
     )  # fmt: skip
     assert r.returncode == 1
     assert "fixed ports" in r.stderr
+
+
+def test_workers_refuse_unix_listeners(tmp_path: object) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = http_config(0, {"c": ["127.0.0.1:1"]}, [to("c")])
+    listener = cfg["servers"][0]["listeners"][0]
+    listener["address"] = str(Path(str(tmp_path)) / "proxy.sock")
+    listener["network"] = "unix"
+    path = Path(str(tmp_path)) / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    r = subprocess.run(
+        [sys.executable, "-m", "mosnpy", "-c", str(path), "--workers", "2"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "TCP listeners" in r.stderr

@@ -734,3 +734,44 @@ async def test_garbage_after_a_good_pipelined_request_is_refused() -> None:
         assert reply.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in reply, reply
         await stream.aclose()
         server.shutdown()
+
+
+async def test_sender_filter_can_change_the_status() -> None:
+    class Teapot:
+        async def append(self, stream: mosnpy.Stream) -> mosnpy.StreamFilterStatus:
+            stream.response_status = 418
+            return mosnpy.StreamFilterStatus.CONTINUE
+
+    class TeapotFactory:
+        def __init__(self, config: Mapping[str, Any]) -> None:
+            pass
+
+        def create_filter_chain(self, chain: mosnpy.StreamFilterChain) -> None:
+            chain.add_sender(Teapot())
+
+    name = f"teapot-{uuid.uuid4().hex}"
+    mosnpy.STREAM_FILTERS.register(name, TeapotFactory)
+    try:
+        with start_py_backend("b") as backend:
+            server = (
+                mosnpy.ProxyBuilder()
+                .cluster("c", [f"127.0.0.1:{backend.port}"])
+                .route(path="/local", direct_response=(200, "local"))
+                .route(prefix="/", cluster="c")
+                .listener("l", "127.0.0.1:0", stream_filters=[(name, {})])
+                .server()
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.serve)
+                port = server.listener("l").port
+
+                def statuses() -> list[int]:
+                    return [
+                        httpx.get(f"http://127.0.0.1:{port}{p}", timeout=5).status_code
+                        for p in ("/", "/local")
+                    ]
+
+                assert await trio.to_thread.run_sync(statuses) == [418, 418]
+                server.shutdown()
+    finally:
+        mosnpy.STREAM_FILTERS.unregister(name)
