@@ -163,6 +163,27 @@ class Connection:
             self.last_active = trio.current_time()
             return data
 
+    def receive_nowait(self, max_bytes: int = READ_SIZE) -> bytes | None:
+        """What has already arrived, without waiting: bytes, ``b""`` at EOF, or None.
+
+        Not a checkpoint.  A caller that just yielded (say, after sending a request)
+        often finds the answer here and skips arming a timeout for the wait.
+
+        Raises:
+            ConnectionClosedError: the connection was closed locally or broke.
+        """
+        if self.closed:
+            raise ConnectionClosedError(f"{self!r} is closed")
+        try:
+            data = self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.close(ConnectionEvent.READ_ERROR_CLOSE)
+            raise ConnectionClosedError(f"read failed: {exc}") from exc
+        self.last_active = trio.current_time()
+        return data
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send every byte of ``data``, waiting while the socket buffer is full.
 

@@ -172,6 +172,8 @@ class DownStream:
         return Phase.DOWN_FILTER
 
     async def _down_filter(self) -> Phase:
+        if not self.chain.receivers:  # no receiver filters at all: nothing to run
+            return Phase.MATCH_ROUTE
         status = await self.chain.run_receivers(FilterPhase.BEFORE_ROUTE, self.stream)
         return self._after_receivers(status, Phase.MATCH_ROUTE)
 
@@ -220,6 +222,8 @@ class DownStream:
         self.try_timeout = t if 0 < t < g else 0.0
 
     async def _down_filter_after_route(self) -> Phase:
+        if not self.chain.receivers:
+            return Phase.CHOOSE_HOST
         status = await self.chain.run_receivers(FilterPhase.AFTER_ROUTE, self.stream)
         if status is StreamFilterStatus.REMATCH_ROUTE:
             return Phase.MATCH_ROUTE
@@ -246,6 +250,8 @@ class DownStream:
         return Phase.DOWN_FILTER_AFTER_CHOOSE_HOST
 
     async def _down_filter_after_choose_host(self) -> Phase:
+        if not self.chain.receivers:
+            return Phase.DOWN_RECV_HEADER
         status = await self.chain.run_receivers(FilterPhase.AFTER_CHOOSE_HOST, self.stream)
         if status is StreamFilterStatus.RECHOOSE_HOST:
             return Phase.CHOOSE_HOST

@@ -221,9 +221,13 @@ class Http1DownStream(DownStream):
         deadline = min(self.global_deadline, self.try_deadline)
         head: ResponseHead | None = None
         try:
-            # Most answers come quickly: wait without watching the client first.
-            with trio.CancelScope(deadline=min(deadline, self.sent_at + WATCH_CLIENT_AFTER)):
-                head = await self._read_head(up)
+            # One yield lets the backend answer; if it did, no timeout scope is needed.
+            await trio.lowlevel.checkpoint()
+            head = self._head_from(up, up.receive_events_nowait())
+            if head is None:
+                # Most answers still come quickly: wait without watching the client first.
+                with trio.CancelScope(deadline=min(deadline, self.sent_at + WATCH_CLIENT_AFTER)):
+                    head = await self._read_head(up)
             if head is None and trio.current_time() < deadline:
                 # A slow upstream: watch the client meanwhile, so a client that gives
                 # up releases the upstream now instead of at the route timeout (the
@@ -255,10 +259,16 @@ class Http1DownStream(DownStream):
             s.route.apply_response_headers(head.headers)
         return Phase.UP_FILTER
 
-    @staticmethod
-    async def _read_head(up: Http1Upstream) -> ResponseHead | None:
+    @classmethod
+    async def _read_head(cls, up: Http1Upstream) -> ResponseHead | None:
         """Read until the response head; None if the enclosing scope ran out first."""
-        events = await up.receive_events()
+        return cls._head_from(up, await up.receive_events())
+
+    @staticmethod
+    def _head_from(up: Http1Upstream, events: list[Event]) -> ResponseHead | None:
+        """The head at the start of ``events`` (the rest is queued); None if empty."""
+        if not events:
+            return None
         first = events[0]
         if not isinstance(first, ResponseHead):  # pragma: no cover - the codec starts with a head
             raise EOFError("response body before response head")

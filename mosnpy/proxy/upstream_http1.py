@@ -69,6 +69,18 @@ class Http1Upstream:
             if not data:
                 raise EOFError("upstream closed the connection before a complete response")
 
+    def receive_events_nowait(self) -> list[Event]:
+        """Response events from bytes that already arrived (no waiting; maybe none)."""
+        data = self.conn.receive_nowait()
+        if data is None:
+            return []
+        if data:
+            self.received_any = True
+        events = self.codec.receive_data(data)
+        if not data and not events:
+            raise EOFError("upstream closed the connection before a complete response")
+        return events
+
     def release(self) -> None:
         """Give the connection back: kept alive only after a clean, complete response
         that allowed keep-alive (the codec knows about ``Connection: close``)."""
