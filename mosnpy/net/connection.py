@@ -368,25 +368,41 @@ async def connect(address: str, *, timeout: float) -> Connection:
     try:
         with trio.fail_after(timeout):
             family, sockaddr = resolve(address)
-            if family != socket.AF_UNIX and not _is_ip_literal(str(sockaddr[0])):
-                family, sockaddr = await _lookup(str(sockaddr[0]), int(sockaddr[1]))
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
+            if family == socket.AF_UNIX or _is_ip_literal(str(sockaddr[0])):
+                candidates = [(family, sockaddr)]
+            else:
+                candidates = await _lookup(str(sockaddr[0]), int(sockaddr[1]))
+            # Each address in the resolver's order, until one answers.
+            for i, (family, sockaddr) in enumerate(candidates):
                 try:
-                    sock.connect(sockaddr)
-                except (BlockingIOError, InterruptedError):
-                    pass
-                await trio.lowlevel.wait_writable(sock)
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise OSError(err, f"connect to {address}: {errno.errorcode.get(err, err)}")
-            except BaseException:
-                sock.close()
-                raise
+                    sock = await _connect_one(family, sockaddr, address)
+                    break
+                except OSError:
+                    if i == len(candidates) - 1:
+                        raise
     except trio.TooSlowError:
         raise TimeoutError(f"connect to {address} timed out after {timeout}s") from None
     return Connection(sock, server_side=False)
+
+
+async def _connect_one(
+    family: socket.AddressFamily, sockaddr: str | tuple[str, int], address: str
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        try:
+            sock.connect(sockaddr)
+        except (BlockingIOError, InterruptedError):
+            pass
+        await trio.lowlevel.wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {address}: {errno.errorcode.get(err, err)}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -397,12 +413,12 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-async def _lookup(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+async def _lookup(host: str, port: int) -> list[tuple[socket.AddressFamily, str | tuple[str, int]]]:
+    """Every address of ``host``, in the resolver's order (no blocking: a thread)."""
     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"{host}: no address")
-    family, _, _, _, sockaddr = infos[0]
-    return family, (str(sockaddr[0]), int(sockaddr[1]))
+    return [(family, (str(sa[0]), int(sa[1]))) for family, _, _, _, sa in infos]
 
 
 def resolve(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:

@@ -47,7 +47,8 @@ def build_clusters(config: MosnConfig) -> ClusterManager:
         try:
             manager.add(Cluster(cc))
         except UnknownNameError as exc:
-            raise ConfigError(f"cluster_manager.clusters[{i}].lb_type", str(exc)) from None
+            key = "type" if exc.kind == "cluster type" else "lb_type"
+            raise ConfigError(f"cluster_manager.clusters[{i}].{key}", str(exc)) from None
         except ValueError as exc:
             raise ConfigError(f"cluster_manager.clusters[{i}]", str(exc)) from None
     return manager

@@ -21,7 +21,7 @@ from mosnpy.upstream.host import Host
 from mosnpy.upstream.lb import LbContext, LoadBalancer
 from mosnpy.upstream.multiplex import MultiplexPool
 from mosnpy.upstream.pool import PingPongPool
-from mosnpy.upstream.registry import LOAD_BALANCERS
+from mosnpy.upstream.registry import CLUSTER_TYPES, LOAD_BALANCERS
 
 __all__ = ["Cluster", "ClusterManager"]
 
@@ -32,7 +32,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig, *, lb: LoadBalancer | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.hosts = [Host.from_config(h) for h in config.hosts]
+        self.hosts = CLUSTER_TYPES.get(config.type)(config)
         self.lb: LoadBalancer = lb or LOAD_BALANCERS.get(config.lb_type)(self.hosts, config.lb_config)
         self.limits = config.circuit_breakers[0] if config.circuit_breakers else CircuitBreakerConfig()
         self.active_requests = 0

@@ -13,9 +13,12 @@ from mosnpy.net.listener import Listener
 
 
 async def test_host_name_lookup_gives_a_loopback_address() -> None:
-    _family, (host, port) = await _lookup("localhost", 8080)
-    assert ipaddress.ip_address(host).is_loopback
-    assert port == 8080
+    addresses = await _lookup("localhost", 8080)
+    assert addresses
+    for _family, sockaddr in addresses:
+        assert isinstance(sockaddr, tuple)
+        assert ipaddress.ip_address(sockaddr[0]).is_loopback
+        assert sockaddr[1] == 8080
 
 
 async def test_connect_by_ip_and_unix_path(tmp_path: Path) -> None:
