@@ -8,7 +8,8 @@ framework.  MOSN's paths, read-only:
 * ``GET /api/v1/config_dump`` — the running config as JSON;
 * ``GET /api/v1/stats`` — listeners (address, open connections, refused) and clusters
   (requests and retries in flight, hosts, pools);
-* ``GET /api/v1/version``.
+* ``GET /api/v1/version``;
+* ``GET /metrics`` — the same counters in Prometheus' text format, with MOSN's names.
 
 The runtime hands in callables that take snapshots, so this package reads nothing but
 what it is given and the proxy layers never know it exists.

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mosnpy.admin import metrics
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.net.filter import FilterStatus
 from mosnpy.net.filtermanager import FilterManager
@@ -21,6 +22,8 @@ log = logging.getLogger("mosnpy.admin")
 
 Snapshot = Callable[[], Any]
 
+JSON = "application/json"
+
 
 class AdminServer:
     """Serves the admin endpoints on ``address`` from the given snapshot callables.
@@ -33,26 +36,37 @@ class AdminServer:
     """
 
     def __init__(self, address: str, *, config_dump: Snapshot, stats: Snapshot, version: str) -> None:
+        self.stats = stats
         self.routes: dict[str, Snapshot] = {
             "/api/v1/config_dump": config_dump,
             "/api/v1/stats": stats,
             "/api/v1/version": lambda: {"version": version},
         }
-        self.routes["/"] = lambda: {"endpoints": sorted(self.routes)}
+        self.routes["/"] = lambda: {"endpoints": sorted([*self.routes, "/metrics"])}
         self.listener = Listener("admin", address, [_AdminFilterFactory(self)], idle_timeout=60)
 
-    def answer(self, head: RequestHead) -> tuple[int, bytes]:
-        """The status and JSON body for one request."""
+    def answer(self, head: RequestHead) -> tuple[int, str, bytes]:
+        """The status, content type and body for one request."""
         if head.method not in ("GET", "HEAD"):
-            return 405, _json({"error": f"method {head.method} not allowed: the admin API is read-only"})
-        snapshot = self.routes.get(head.path)
-        if snapshot is None:
-            return 404, _json({"error": f"no admin endpoint {head.path}", "endpoints": sorted(self.routes)})
+            return (
+                405,
+                JSON,
+                _json({"error": f"method {head.method} not allowed: the admin API is read-only"}),
+            )
         try:
-            return 200, _json(snapshot())
+            if head.path == "/metrics":
+                return 200, metrics.CONTENT_TYPE, metrics.render(self.stats)
+            snapshot = self.routes.get(head.path)
+            if snapshot is None:
+                return (
+                    404,
+                    JSON,
+                    _json({"error": f"no admin endpoint {head.path}", "endpoints": sorted(self.routes)}),
+                )
+            return 200, JSON, _json(snapshot())
         except Exception as exc:  # a snapshot bug must not kill the admin connection
             log.exception("admin %s failed", head.path)
-            return 500, _json({"error": str(exc)})
+            return 500, JSON, _json({"error": str(exc)})
 
 
 def _json(data: Any) -> bytes:
@@ -93,8 +107,8 @@ class _AdminFilter:
         for event in events:
             if not isinstance(event, RequestHead):
                 continue  # bodies and ends of requests: nothing to do with them
-            status, body = self.server.answer(event)
-            headers = HeaderMap([("content-type", "application/json")])
+            status, content_type, body = self.server.answer(event)
+            headers = HeaderMap([("content-type", content_type)])
             head = ResponseHead(status, headers, content_length=len(body))
             out = self.codec.encode_response_head(head, BodyFraming.LENGTH, keep_alive=event.keep_alive)
             if event.method != "HEAD":

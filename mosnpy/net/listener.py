@@ -76,6 +76,8 @@ class Listener:
         self.refused = 0
         #: sockets accepted and not yet finished (in listener filters or connected)
         self.admitted = 0
+        #: sockets accepted since start (refused ones not counted)
+        self.connections_total = 0
         self._sock: socket.socket | None = None
         self._conn_nursery: trio.Nursery | None = None
         self._accepting = False
@@ -161,6 +163,7 @@ class Listener:
             # Counted from accept (not once wrapped): sockets still in listener filters
             # hold a slot too, so a burst cannot overshoot the limit.
             self.admitted += 1
+            self.connections_total += 1
             self._conn_nursery.start_soon(self._handle, sock)
             await trio.lowlevel.checkpoint()
 

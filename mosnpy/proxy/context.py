@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import attrs
@@ -11,7 +12,7 @@ from mosnpy.router import RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
 from mosnpy.upstream.cluster import ClusterManager
 
-__all__ = ["DEFAULT_GLOBAL_TIMEOUT", "ProxyContext"]
+__all__ = ["DEFAULT_GLOBAL_TIMEOUT", "DownstreamStats", "ProxyContext"]
 
 #: MOSN's route timeout when none is configured.
 DEFAULT_GLOBAL_TIMEOUT = 60.0
@@ -40,3 +41,24 @@ class ProxyContext:
     retry_buffer_limit: int = 1 << 20
     #: ``extend_config.Http1.max_header_size`` (bytes of request line + headers)
     max_header_size: int = 8192
+    stats: DownstreamStats = attrs.field(factory=lambda: DownstreamStats())
+
+
+@attrs.define
+class DownstreamStats:
+    """Plain counters (MOSN's ``downstream`` metrics), read at scrape time.
+
+    ``responses`` counts by status; a request that ended without one (the client left,
+    or the response was cut) counts under 0.
+    """
+
+    requests_total: int = 0
+    requests_active: int = 0
+    responses: collections.Counter[int] = attrs.field(factory=collections.Counter)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "request_total": self.requests_total,
+            "request_active": self.requests_active,
+            "response_total": {str(code): n for code, n in sorted(self.responses.items())},
+        }

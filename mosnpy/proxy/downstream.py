@@ -125,6 +125,10 @@ class DownStream:
         phase = Phase.INIT
         jumps = 0
         handlers = self._handlers
+        stats = self.ctx.stats
+        stats.requests_total += 1
+        stats.requests_active += 1
+        gone = False
         try:
             while phase is not Phase.END:
                 nxt = await handlers[phase.idx](self)
@@ -139,7 +143,11 @@ class DownStream:
         except (ClientGone, ConnectionClosedError):
             # Reading or writing downstream failed: the client is gone.
             self.keep_alive = False
+            gone = True
         finally:
+            stats.requests_active -= 1
+            answered = self.response_started and not gone
+            stats.responses[(self.stream.response_status or 0) if answered else 0] += 1
             self._finish()
 
     def _finish(self) -> None:
@@ -334,9 +342,13 @@ class DownStream:
     def _upstream_failed(self, reason: ResetReason, message: str, *, stale: bool = False) -> Phase:
         """Drop the failed attempt; retry if allowed, else reply with the reason's status."""
         self._release_upstream()
+        if self.cluster is not None:
+            self.cluster.counters.count_failure(reason)
         if self._can_retry(stale=stale, reason=reason):
             if not stale:
                 self.retries_done += 1
+                if self.cluster is not None:
+                    self.cluster.counters.retries += 1
             log.debug("stream %s: retrying after %s", self.stream.id, message)
             return Phase.RETRY
         self.stream.reset(reason)

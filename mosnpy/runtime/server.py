@@ -22,6 +22,7 @@ import trio
 from mosnpy.admin import AdminServer
 from mosnpy.config.models import MosnConfig
 from mosnpy.net.listener import Listener
+from mosnpy.proxy.factory import ProxyFilterFactory
 from mosnpy.runtime.builder import build_clusters, build_listeners
 from mosnpy.upstream.cluster import ClusterManager
 
@@ -61,14 +62,7 @@ class MosnServer:
     def stats(self) -> dict[str, Any]:
         """A snapshot of what is open and in flight (served at ``/api/v1/stats``)."""
         return {
-            "listeners": {
-                lst.name: {
-                    "address": lst.address,
-                    "connections": len(lst.connections),
-                    "refused": lst.refused,
-                }
-                for lst in self.listeners
-            },
+            "listeners": {lst.name: _listener_stats(lst) for lst in self.listeners},
             "clusters": {c.name: c.stats() for c in self.clusters.clusters.values()},
         }
 
@@ -139,6 +133,19 @@ async def _on_signal(signals: AsyncIterator[int], server: MosnServer) -> None:
     async for signum in signals:
         log.info("received %s", signal.Signals(signum).name)
         server.shutdown()
+
+
+def _listener_stats(lst: Listener) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "address": lst.address,
+        "connections": len(lst.connections),
+        "connection_total": lst.connections_total,
+        "refused": lst.refused,
+    }
+    for factory in lst.filter_factories:
+        if isinstance(factory, ProxyFilterFactory):
+            stats.update(factory.ctx.stats.snapshot())
+    return stats
 
 
 def _version() -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 import trio
 
 from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig
 from mosnpy.protocol.xprotocol import XCodec
 from mosnpy.registry import UnknownNameError
+from mosnpy.stream.stream import ResetReason
 from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
 from mosnpy.upstream.health import HealthMonitor
 from mosnpy.upstream.host import Host
@@ -23,7 +25,27 @@ from mosnpy.upstream.multiplex import MultiplexPool
 from mosnpy.upstream.pool import PingPongPool
 from mosnpy.upstream.registry import CLUSTER_TYPES, LOAD_BALANCERS
 
-__all__ = ["Cluster", "ClusterManager"]
+__all__ = ["Cluster", "ClusterManager", "UpstreamStats"]
+
+
+@attrs.define
+class UpstreamStats:
+    """Plain counters (MOSN's ``upstream`` metrics), read at scrape time."""
+
+    requests: int = 0
+    retries: int = 0
+    connect_failures: int = 0
+    timeouts: int = 0
+    resets: int = 0
+    overflows: int = 0
+
+    def count_failure(self, reason: ResetReason) -> None:
+        if reason is ResetReason.CONNECTION_FAILED:
+            self.connect_failures += 1
+        elif reason in (ResetReason.GLOBAL_TIMEOUT, ResetReason.PER_TRY_TIMEOUT):
+            self.timeouts += 1
+        else:
+            self.resets += 1
 
 
 class Cluster:
@@ -37,6 +59,7 @@ class Cluster:
         self.limits = config.circuit_breakers[0] if config.circuit_breakers else CircuitBreakerConfig()
         self.active_requests = 0
         self.active_retries = 0
+        self.counters = UpstreamStats()
         #: active health checking, when configured (started with the manager)
         self.health = (
             HealthMonitor(self.name, self.hosts, config.health_check)
@@ -69,8 +92,10 @@ class Cluster:
             OverflowError_: the cluster is at its ``max_requests``.
         """
         if self.limits.max_requests and self.active_requests >= self.limits.max_requests:
+            self.counters.overflows += 1
             raise OverflowError_(f"cluster {self.name!r}: max_requests {self.limits.max_requests} reached")
         self.active_requests += 1
+        self.counters.requests += 1
 
     def end_request(self) -> None:
         self.active_requests -= 1
@@ -127,6 +152,7 @@ class Cluster:
         return {
             "active_requests": self.active_requests,
             "active_retries": self.active_retries,
+            "counters": attrs.asdict(self.counters),
             "hosts": [
                 {
                     "address": h.address,

@@ -36,6 +36,18 @@ def test_admin_endpoints(py_backend: PyBackend) -> None:
                     }
                 ]
                 assert "idle=1" in cluster["pools"][0]
+                assert stats["listeners"]["http"]["request_total"] == 1
+                assert stats["listeners"]["http"]["response_total"] == {"200": 1}
+                assert cluster["counters"]["requests"] == 1
+                client.get("/status/503")
+            metrics = c.get("/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+            lines = set(metrics.text.splitlines())
+            assert 'downstream_request_total{listener="http"} 2.0' in lines
+            assert 'downstream_response_total{code="200",listener="http"} 1.0' in lines
+            assert 'downstream_response_total{code="503",listener="http"} 1.0' in lines
+            assert 'upstream_request_total{cluster="py"} 2.0' in lines
+            assert f'upstream_host_healthy{{cluster="py",host="127.0.0.1:{py_backend.port}"}} 1.0' in lines
             missing = c.get("/api/v1/nope")
             assert missing.status_code == 404 and "endpoints" in missing.json()
             assert c.post("/api/v1/stats").status_code == 405
