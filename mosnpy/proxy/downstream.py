@@ -137,7 +137,7 @@ class DownStream:
                     jumps += 1
                     if jumps > MAX_JUMPS:
                         log.error("stream %s: more than %d phase jumps, giving up", self.stream.id, MAX_JUMPS)
-                        self._reply(replies.internal_error("too many retries or re-matches"))
+                        self._reply(replies.internal_error("too many route re-matches or host re-chooses"))
                         nxt = Phase.UP_FILTER if not self.response_started else Phase.END
                 phase = nxt
         except (ClientGone, ConnectionClosedError):
