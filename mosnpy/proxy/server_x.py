@@ -5,7 +5,9 @@ Frames from the downstream connection go through the sans-I/O
 (the proxy never sees them), unreadable requests get the protocol's error reply or
 close the connection, and each request frame runs its own
 :class:`~mosnpy.proxy.downstream_x.XDownStream` in a task of the connection's nursery,
-because a multiplexed client does not wait for one answer before asking again.
+because a multiplexed client does not wait for one answer before asking again.  At
+``max_requests_in_flight`` requests the driver stops reading the connection until some
+are answered, so a flood of requests meets TCP backpressure, not unbounded tasks.
 Responses leave in whatever order the upstream answers; the connection's send lock
 keeps frames from interleaving.
 """
@@ -13,6 +15,8 @@ keeps frames from interleaving.
 from __future__ import annotations
 
 import logging
+
+import trio
 
 from mosnpy.net.connection import Connection
 from mosnpy.net.filter import FilterStatus
@@ -37,6 +41,8 @@ class XServerDriver:
         self.hijack = self.codec if isinstance(self.codec, HijackCodec) else None
         self.session = ServerSession(self.codec)
         self.active = 0
+        self.max_in_flight = ctx.max_requests_in_flight
+        self._room: trio.Event | None = None
         self.draining = False
 
     async def on_data(self, buf: bytearray) -> FilterStatus:
@@ -48,6 +54,11 @@ class XServerDriver:
         nursery = self.conn.nursery
         assert nursery is not None, "xprotocol needs a connection nursery (the listener provides one)"
         for frame in got.requests:
+            while self.active >= self.max_in_flight:
+                # Backpressure: hold this request (and stop reading the connection, so
+                # the client's sends block in TCP) until some are answered.
+                self._room = trio.Event()
+                await self._room.wait()
             self.active += 1
             nursery.start_soon(self._serve, frame)
         if got.close:
@@ -62,6 +73,9 @@ class XServerDriver:
             log.exception("connection %s: request failed", self.conn.id)
         finally:
             self.active -= 1
+            if self._room is not None and self.active < self.max_in_flight:
+                self._room.set()
+                self._room = None
             if self.draining and not self.active:
                 self.conn.close()
 

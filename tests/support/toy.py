@@ -25,6 +25,8 @@ class ToyProvider:
         self.heartbeats = 0
         self.oneways: list[ToyFrame] = []
         self.seen_ids: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._scope = trio.CancelScope()
         self.streams: list[trio.SocketStream] = []
 
@@ -67,7 +69,12 @@ class ToyProvider:
             self.seen_ids.append(req.request_id)
             method = req.headers.get("method", "echo")
             if method == "slow":
-                await trio.sleep(int(req.headers.get("delay_ms", "100")) / 1000)
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    await trio.sleep(int(req.headers.get("delay_ms", "100")) / 1000)
+                finally:
+                    self.in_flight -= 1
             if method == "silent":
                 resp = None
             elif method == "fail":

@@ -200,3 +200,28 @@ async def test_auto_listener_serves_http1_and_toy_on_one_port() -> None:
 
                 assert await trio.to_thread.run_sync(http_get) == "backend web\n"
             provider.kill()
+
+
+async def test_requests_in_flight_per_connection_are_capped() -> None:
+    """Past the cap the proxy stops reading the client: no unbounded tasks, no loss."""
+    provider = ToyProvider()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(provider.serve)
+        async with toy_proxy(provider.port) as (server, port):
+            for factory in server.listener("toy").filter_factories:
+                factory.ctx.max_requests_in_flight = 5  # type: ignore[attr-defined]
+            async with client(port) as c:
+                bodies: list[bytes] = []
+
+                async def one(i: int) -> None:
+                    resp = await c.call({**ECHO, "method": "slow", "delay_ms": "50"}, f"{i}".encode())
+                    bodies.append(resp.body)
+
+                with trio.fail_after(10):
+                    async with trio.open_nursery() as calls:
+                        for i in range(40):
+                            calls.start_soon(one, i)
+                assert sorted(bodies) == sorted(f"{i}".encode() for i in range(40))
+                assert provider.max_in_flight <= 5
+                assert provider.max_in_flight >= 2  # still multiplexed, just bounded
+        provider.kill()
