@@ -403,8 +403,9 @@ async def test_per_try_timeout_retries_then_504() -> None:
             elapsed = trio.current_time() - start
         assert r.status_code == 504
         assert r.headers["x-mosnpy-error"] == "UpstreamPerTryTimeout"
-        # Two tries of 0.3 s each, well inside the 1 s global timeout.
-        assert 0.55 <= elapsed < 1.2
+        # Two tries of 0.3 s each (the header says which timeout fired; the upper
+        # bound only leaves room for a loaded machine).
+        assert 0.55 <= elapsed < 3.0
         # The backend logs each request when it answers (after its 1.2 s sleep).
         with trio.fail_after(3):
             while requests_logged(slow, "GET /slow?ms=1200") < 2:
@@ -420,7 +421,7 @@ async def test_global_timeout_504(backend: PyBackend) -> None:
         elapsed = trio.current_time() - start
     assert r.status_code == 504
     assert r.headers["x-mosnpy-error"] == "UpstreamGlobalTimeout"
-    assert 0.35 <= elapsed < 1.2
+    assert 0.35 <= elapsed < 3.0
 
 
 async def test_retry_on_status_resends_and_returns_the_retry_answer() -> None:
