@@ -147,21 +147,13 @@ class Connection:
         """
         await trio.lowlevel.checkpoint()
         while True:
-            if self.closed:
-                raise ConnectionClosedError(f"{self!r} is closed")
+            data = self.receive_nowait(max_bytes)
+            if data is not None:
+                return data
             try:
-                data = self._sock.recv(max_bytes)
-            except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(self._sock)
-                except trio.ClosedResourceError:
-                    raise ConnectionClosedError(f"{self!r} was closed while reading") from None
-                continue
-            except OSError as exc:
-                self.close(ConnectionEvent.READ_ERROR_CLOSE)
-                raise ConnectionClosedError(f"read failed: {exc}") from exc
-            self.last_active = trio.current_time()
-            return data
+                await trio.lowlevel.wait_readable(self._sock)
+            except trio.ClosedResourceError:
+                raise ConnectionClosedError(f"{self!r} was closed while reading") from None
 
     def receive_nowait(self, max_bytes: int = READ_SIZE) -> bytes | None:
         """What has already arrived, without waiting: bytes, ``b""`` at EOF, or None.
@@ -346,7 +338,6 @@ class Connection:
                 except ConnectionClosedError:
                     break
                 if not data:
-                    fm.on_remote_eof()
                     self.close(ConnectionEvent.REMOTE_CLOSE)
                     break
                 self.read_buffer += data

@@ -75,9 +75,6 @@ class FilterManager:
                 break
         return True
 
-    def on_remote_eof(self) -> None:
-        """The peer closed its side; filters learn through the close event."""
-
     def on_write(self, data: bytearray) -> bool:
         """Run the write filters; False if one of them dropped the bytes."""
         return all(f.on_write(data) is not FilterStatus.STOP for f in self.write_filters)

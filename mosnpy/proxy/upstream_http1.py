@@ -60,20 +60,17 @@ class Http1Upstream:
             self.events.clear()
             return batch
         while True:
-            data = await self.conn.receive_some()
-            if data:
-                self.received_any = True
-            events = self.codec.receive_data(data)
+            events = self._feed(await self.conn.receive_some())
             if events:
                 return events
-            if not data:
-                raise EOFError("upstream closed the connection before a complete response")
 
     def receive_events_nowait(self) -> list[Event]:
         """Response events from bytes that already arrived (no waiting; maybe none)."""
         data = self.conn.receive_nowait()
-        if data is None:
-            return []
+        return [] if data is None else self._feed(data)
+
+    def _feed(self, data: bytes) -> list[Event]:
+        """Parse received bytes (``b""``: EOF, which must complete the response)."""
         if data:
             self.received_any = True
         events = self.codec.receive_data(data)

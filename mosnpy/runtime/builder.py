@@ -18,7 +18,7 @@ from mosnpy.config.models import ListenerConfig, MosnConfig
 from mosnpy.net.filter import NetworkFilterFactory
 from mosnpy.net.listener import Listener
 from mosnpy.net.registry import LISTENER_FILTERS, NETWORK_FILTERS
-from mosnpy.registry import UnknownNameError
+from mosnpy.registry import Registry, UnknownNameError
 from mosnpy.router import Routers
 from mosnpy.stream.filter import StreamFilterFactory
 from mosnpy.stream.registry import STREAM_FILTERS
@@ -78,19 +78,13 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
     stream_filters: list[StreamFilterFactory] = []
     for i, sf in enumerate(lc.stream_filters):
         fpath = f"{path}.stream_filters[{i}]"
-        try:
-            factory_cls = STREAM_FILTERS.get(sf.type)
-        except UnknownNameError as exc:
-            raise ConfigError(f"{fpath}.type", str(exc)) from None
+        factory_cls = _lookup(STREAM_FILTERS, sf.type, fpath)
         stream_filters.append(_call_factory(factory_cls, f"{fpath}.config", sf.config))
     network: list[NetworkFilterFactory] = []
     for ci, chain in enumerate(lc.filter_chains):
         for fi, nf in enumerate(chain.filters):
             fpath = f"{path}.filter_chains[{ci}].filters[{fi}]"
-            try:
-                make = NETWORK_FILTERS.get(nf.type)
-            except UnknownNameError as exc:
-                raise ConfigError(f"{fpath}.type", str(exc)) from None
+            make = _lookup(NETWORK_FILTERS, nf.type, fpath)
             build = _BuildContext(routers, clusters, tuple(stream_filters), lc.name, fpath)
             network.append(_call_factory(make, f"{fpath}.config", nf.config, build))
     if not network:
@@ -98,10 +92,7 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
     listener_filters = []
     for i, lf in enumerate(lc.listener_filters):
         fpath = f"{path}.listener_filters[{i}]"
-        try:
-            make_lf = LISTENER_FILTERS.get(lf.type)
-        except UnknownNameError as exc:
-            raise ConfigError(f"{fpath}.type", str(exc)) from None
+        make_lf = _lookup(LISTENER_FILTERS, lf.type, fpath)
         listener_filters.append(_call_factory(make_lf, f"{fpath}.config", lf.config))
     address = lc.address if lc.network != "unix" or lc.address.startswith("/") else f"unix:{lc.address}"
     idle = DEFAULT_IDLE_TIMEOUT if lc.connection_idle_timeout is None else lc.connection_idle_timeout
@@ -113,6 +104,14 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
         max_connections=lc.max_connections,
         idle_timeout=idle,
     )
+
+
+def _lookup(registry: Registry[T], name: str, path: str) -> T:
+    """``registry.get(name)``; an unknown name is a ConfigError at ``{path}.type``."""
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{path}.type", str(exc)) from None
 
 
 def _call_factory(factory: Callable[..., T], path: str, config: Mapping[str, Any], *args: object) -> T:
