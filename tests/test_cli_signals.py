@@ -15,6 +15,7 @@ import httpx
 import yaml
 
 from tests.support import REPO_ROOT, PyBackend, free_port, run_mosnpy
+from tests.support.backend import SLOW_STARTED
 
 LOCALHOST = "127.0.0.1"
 GRACEFUL_TIMEOUT = 3.0
@@ -96,7 +97,8 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(py_backend: PyBa
         assert get(port, "/health").text == "ok"
         with ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(get, port, "/slow?ms=800")
-            time.sleep(0.3)  # the request is with the backend now
+            # the request is with the backend now (it prints this before it sleeps)
+            py_backend.wait_for_output(f"{SLOW_STARTED} /slow?ms=800", timeout=5)
             assert not future.done()
             start = time.monotonic()
             rc = mosn.stop(sig=signal.SIGTERM, timeout=GRACEFUL_TIMEOUT + 1)

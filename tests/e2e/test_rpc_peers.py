@@ -7,7 +7,6 @@ written by other people (tests/peers/README.md); mosnpy runs as ``mosnpy -c``.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,11 +14,22 @@ from typing import Any
 
 import pytest
 
-from tests.peers.harness import PROVIDER_FOR, ProviderProcess, run_consumer, start_provider, stop
+from tests.peers.harness import (
+    PROVIDER_FOR,
+    ProviderProcess,
+    consumer_summary,
+    run_consumer,
+    start_consumer,
+    start_provider,
+    stop,
+    wait_for_first_ok,
+)
 from tests.support import free_port, run_mosnpy
 
 #: consumer kind -> the protocol name mosnpy's listener uses
 PROTOCOL = {"dubbo": "dubbo", "py-dubbo": "dubbo", "bolt": "bolt", "anthunder": "bolt"}
+#: seconds for a consumer's first call to be answered (Node starts in ~0.25 s here)
+FIRST_OK_TIMEOUT = 20.0
 
 
 def rpc_config(
@@ -136,28 +146,28 @@ def test_client_heartbeats_answered(consumer: str) -> None:
 
 @pytest.mark.parametrize("consumer", ["dubbo", "bolt"])
 def test_provider_killed_mid_calls_then_back(consumer: str) -> None:
-    # Several times the calls that fit in the 0.3 s before the kill (~7k calls/s through
-    # mosnpy here), so calls are surely in flight when the provider dies; each call after
-    # it costs a refused connect and one 10 ms retry, so not too many either.
-    CALLS = 8000
+    # The provider is killed once the consumer reports its first answered call, so calls
+    # are surely in flight then.  Enough calls that most are still to come at the kill
+    # (~7k calls/s through mosnpy here: 0.4 s of them); each call after it costs a
+    # refused connect and one 10 ms retry, so not too many either (under CPU load 8000
+    # of them took up to 19 s of the 25 s allowed below).
+    CALLS = 3000
     kind = PROVIDER_FOR[consumer]
     prov = start_provider(kind, 0)
     provider_port = prov.port
     try:
         with mesh(consumer, provider_port, 1) as port:
             assert_all_ok(run_consumer(consumer, port, calls=20, concurrency=5), 20)
-            result: dict[str, Any] = {}
-
-            def load() -> None:
-                result.update(run_consumer(consumer, port, calls=CALLS, concurrency=20, deadline_ms=30000))
-
-            worker = threading.Thread(target=load)
             started = time.monotonic()
-            worker.start()
-            time.sleep(0.3)  # calls are in flight now
-            stop(prov)
-            worker.join(timeout=40)
-            assert not worker.is_alive()
+            load = start_consumer(
+                consumer, port, calls=CALLS, concurrency=20, deadline_ms=30000, report_first_ok=True
+            )
+            try:
+                wait_for_first_ok(load, timeout=FIRST_OK_TIMEOUT)  # PeerError with its output if not
+                stop(prov)
+                result = consumer_summary(load, timeout=40)
+            finally:
+                stop(load)
             elapsed = time.monotonic() - started
             # every caller got an answer: the successes before the kill, error replies after
             assert result["returncode"] != 0, result

@@ -340,7 +340,9 @@ async def test_max_connections_counts_sockets_still_in_listener_filters() -> Non
             while hold.calls < 1:
                 await trio.sleep(0.01)
         extra = [await open_client(lst) for _ in range(4)]
-        await trio.sleep(0.2)  # the listener has accepted (or refused) them all by now
+        with trio.fail_after(2):  # the listener has accepted (and refused) them all
+            while lst.refused < 4:
+                await trio.sleep(0.01)
         hold.release.set()
         assert await echo_once(first) == b"ping\n"
         assert (hold.calls, lst.refused, len(lst.connections)) == (1, 4, 1)
@@ -467,7 +469,8 @@ async def test_send_all_of_4mib_to_a_slow_reader_applies_backpressure() -> None:
     with trio.fail_after(4):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            await trio.sleep(0.2)
+            # the writer has sent what the socket buffers take and is parked (or done)
+            await trio.testing.wait_all_tasks_blocked()
             assert not done.is_set(), "4 MiB cannot fit in the socket buffers: send_all must wait"
             while len(received) < len(payload):
                 data = await server.receive_some()

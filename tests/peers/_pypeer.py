@@ -26,6 +26,8 @@ BIZ_ERROR_PREFIX = "mosnpy-biz-error:"
 METHODS = ("echo", "fail", "bizerror", "big")
 MAX_CALLS = 1_000_000
 MAX_PAYLOAD = 64 * 1024 * 1024
+#: With --report-first-ok, printed (alone on a line) once the first call got its expected outcome.
+FIRST_OK_LINE = "FIRST-OK"
 
 
 class BizError(Exception):
@@ -67,6 +69,11 @@ def consumer_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--deadline-ms", type=int, default=60000, help="whole run")
     p.add_argument("--heartbeat", action="store_true")
     p.add_argument("--heartbeat-wait-ms", type=int, default=10000)
+    p.add_argument(
+        "--report-first-ok",
+        action="store_true",
+        help=f"print a {FIRST_OK_LINE} line once a call got its expected outcome",
+    )
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -136,16 +143,24 @@ def run_calls(
     concurrency: int,
     payload_bytes: int,
     fail_matches: Callable[[Exception, str], bool] | None = None,
+    report_first_ok: bool = False,
 ) -> dict[str, Any]:
     """``calls`` invocations of ``invoke(method, arg)``, ``concurrency`` in flight.
 
     echo/big: ok when the answer is the call's own string; fail/bizerror: ok when the
     call raised an error carrying the provider's message for this very call (for
     ``fail``, ``fail_matches(exc, s)`` decides instead when given: for libraries whose
-    failure answers carry no message).
+    failure answers carry no message).  With ``report_first_ok``, :data:`FIRST_OK_LINE`
+    is printed once the first call got its expected outcome.
     """
     tag = secrets.token_hex(6)
     tally = _Tally()
+
+    def got_ok() -> None:  # with tally.lock held
+        tally.ok += 1
+        if tally.ok == 1 and report_first_ok:
+            sys.stdout.write(FIRST_OK_LINE + "\n")
+            sys.stdout.flush()
 
     def one(i: int) -> None:
         s = request_string(tag, i, 0 if method == "big" else payload_bytes)
@@ -156,7 +171,7 @@ def run_calls(
             if method == "fail" and fail_matches is not None:
                 if fail_matches(exc, s):
                     with tally.lock:
-                        tally.ok += 1
+                        got_ok()
                         if tally.provider_error is None:
                             tally.provider_error = err_text(exc)[:300]
                     return
@@ -165,7 +180,7 @@ def run_calls(
                 text = str(exc)
                 if prefix + s in text:
                     with tally.lock:
-                        tally.ok += 1
+                        got_ok()
                         if tally.provider_error is None:
                             tally.provider_error = err_text(exc)[:300]
                     return
@@ -181,7 +196,7 @@ def run_calls(
         expected = big_string(s, payload_bytes) if method == "big" else s
         with tally.lock:
             if result == expected:
-                tally.ok += 1
+                got_ok()
             else:
                 tally.mismatched += 1
 

@@ -176,6 +176,7 @@ def main() -> int:
         concurrency=args.concurrency,
         payload_bytes=args.payload_bytes,
         fail_matches=fail_matches,
+        report_first_ok=args.report_first_ok,
     )
     if args.method == "fail" and summary["ok"]:
         summary["provider_error"] = f"bolt status {FAIL_STATUS} ({_status_name(FAIL_STATUS)}), no body"

@@ -6,7 +6,7 @@
 //
 // usage: node bolt_consumer.js --port P [--calls N] [--concurrency C] [--payload-bytes B]
 //        [--method echo|fail|bizerror|big] [--timeout-ms T] [--deadline-ms D]
-//        [--heartbeat [--heartbeat-wait-ms W]] [--verbose]
+//        [--heartbeat [--heartbeat-wait-ms W]] [--report-first-ok] [--verbose]
 
 const {
   sofa, SERVICE, makeLogger, parseConsumerArgs, runCalls, finish, armDeadline, errText,
@@ -33,6 +33,7 @@ async function main() {
     calls: opts.calls,
     concurrency: opts.concurrency,
     payloadBytes: opts.payload_bytes,
+    reportFirstOk: opts.report_first_ok,
     // sofa-bolt-node decodes the RuntimeException appResponse into a JS Error.
     bizErrorMessage: err => (err && typeof err.message === 'string' ? err.message : null),
   });

@@ -26,6 +26,8 @@ const BIZ_ERROR_PREFIX = 'mosnpy-biz-error:';
 const REMOTE_METHOD = { echo: 'echo', fail: 'fail', bizerror: 'bizError', big: 'big' };
 const MAX_CALLS = 1000000;
 const MAX_PAYLOAD = 64 * 1024 * 1024;
+// With --report-first-ok, printed (alone on a line) once the first call got its expected outcome.
+const FIRST_OK_LINE = 'FIRST-OK';
 
 function usage(msg, text) {
   if (!msg) {
@@ -171,6 +173,7 @@ function errText(err) {
  *   - invoke(remoteMethod, argString) -> Promise<result>
  *   - method: echo | fail | bizerror | big
  *   - calls, concurrency, payloadBytes
+ *   - reportFirstOk: print FIRST_OK_LINE on stdout when the first call gets its expected outcome
  *   - bizErrorMessage(err) -> string|null: extracts the message of a business error
  * @return {Promise<Object>} summary
  */
@@ -183,6 +186,11 @@ async function runCalls(o) {
   let providerError = null;
   let next = 0;
   const addError = text => { errors.set(text, (errors.get(text) || 0) + 1); };
+  const gotOk = () => {
+    ok++;
+    // --report-first-ok: tell a waiting harness that calls are being answered now.
+    if (ok === 1 && o.reportFirstOk) process.stdout.write(FIRST_OK_LINE + '\n');
+  };
 
   async function one(i) {
     const s = requestString(tag, i, o.method === 'big' ? 0 : o.payloadBytes);
@@ -195,7 +203,7 @@ async function runCalls(o) {
         const prefix = o.method === 'fail' ? ERROR_PREFIX : BIZ_ERROR_PREFIX;
         const msg = o.method === 'fail' ? (err && err.message) : o.bizErrorMessage(err);
         if (typeof msg === 'string' && msg.includes(prefix + s)) {
-          ok++;
+          gotOk();
           if (providerError === null) providerError = errText(err);
           return;
         }
@@ -213,7 +221,7 @@ async function runCalls(o) {
     }
     const expected = o.method === 'big' ? bigString(s, o.payloadBytes) : s;
     if (result === expected) {
-      ok++;
+      gotOk();
     } else {
       mismatched++;
     }
@@ -271,15 +279,17 @@ const CONSUMER_SPEC = {
   'deadline-ms': { type: 'int', def: 60000 },
   heartbeat: { type: 'flag' },
   'heartbeat-wait-ms': { type: 'int', def: 10000 },
+  'report-first-ok': { type: 'flag' },
   verbose: { type: 'flag' },
 };
 
 function consumerUsage(script) {
   return 'usage: node ' + script + ' --port P [--host 127.0.0.1] [--calls N] [--concurrency C]\n' +
     '       [--payload-bytes B] [--method echo|fail|bizerror|big] [--timeout-ms T]\n' +
-    '       [--deadline-ms D] [--heartbeat [--heartbeat-wait-ms W]] [--verbose]\n' +
+    '       [--deadline-ms D] [--heartbeat [--heartbeat-wait-ms W]] [--report-first-ok] [--verbose]\n' +
     'Prints one JSON line {"ok", "errors", "mismatched", "ms", ...}; exit 0 only when all calls\n' +
-    'got the expected outcome (echo/big: their own string back; fail/bizerror: the provider error).';
+    'got the expected outcome (echo/big: their own string back; fail/bizerror: the provider error).\n' +
+    'With --report-first-ok, first prints a ' + FIRST_OK_LINE + ' line once a call got its expected outcome.';
 }
 
 function parseConsumerArgs(script) {
@@ -380,6 +390,7 @@ module.exports = {
   ERROR_PREFIX,
   BIZ_ERROR_PREFIX,
   REMOTE_METHOD,
+  FIRST_OK_LINE,
   LoopbackRpcServer,
   makeLogger,
   parseConsumerArgs,

@@ -7,6 +7,9 @@
     finally:
         stop(proc)
 
+To act while calls are running, :func:`start_consumer` (``report_first_ok=True``),
+:func:`wait_for_first_ok` (a call was answered) and :func:`consumer_summary`.
+
 Provider kinds: ``dubbo`` and ``bolt`` (sofa-rpc-node, Node), ``anthunder`` (Python).
 Consumer kinds: ``dubbo`` and ``bolt`` (sofa-rpc-node), ``py-dubbo`` (dubbo-ssl-python,
 talks to the ``dubbo`` provider) and ``anthunder`` (talks to the ``anthunder`` provider);
@@ -235,6 +238,139 @@ def provider_stderr(proc: ProviderProcess) -> str:
     return _tail(proc.stderr_path)
 
 
+#: What a consumer started with ``report_first_ok=True`` prints once a call got its
+#: expected outcome (common.js and _pypeer.py print the same line).
+FIRST_OK_LINE = "FIRST-OK"
+
+
+class ConsumerProcess(subprocess.Popen[bytes]):
+    """A running consumer (:func:`start_consumer`); read its summary with :func:`consumer_summary`."""
+
+    kind: str = ""
+    stderr_path: Path | None = None
+    deadline_ms: int = 60000
+    stdout_so_far: bytes = b""
+
+
+def start_consumer(
+    kind: str,
+    port: int,
+    *,
+    calls: int = 1,
+    concurrency: int = 1,
+    payload_bytes: int = 0,
+    method: str = "echo",
+    heartbeat: bool = False,
+    heartbeat_wait_ms: int = 10000,
+    timeout_ms: int = 10000,
+    deadline_ms: int = 60000,
+    report_first_ok: bool = False,
+    extra_args: tuple[str, ...] = (),
+) -> ConsumerProcess:
+    """Start consumer ``kind`` against 127.0.0.1:``port`` and return at once.
+
+    With ``report_first_ok`` it prints :data:`FIRST_OK_LINE` as soon as one call got its
+    expected outcome: wait for it with :func:`wait_for_first_ok`.  Collect the summary
+    with :func:`consumer_summary`; :func:`stop` stops it (by its pid) if it still runs.
+    """
+    check_installed(kind, consumer=True)
+    runtime, script = CONSUMERS[kind]
+    argv = [
+        *_argv(runtime, script),
+        "--port",
+        str(port),
+        "--calls",
+        str(calls),
+        "--concurrency",
+        str(concurrency),
+        "--payload-bytes",
+        str(payload_bytes),
+        "--method",
+        method,
+        "--timeout-ms",
+        str(timeout_ms),
+        "--deadline-ms",
+        str(deadline_ms),
+        *(["--heartbeat", "--heartbeat-wait-ms", str(heartbeat_wait_ms)] if heartbeat else []),
+        *(["--report-first-ok"] if report_first_ok else []),
+        *extra_args,
+    ]
+    # stderr goes to a file: a consumer logging many errors never blocks on a full pipe.
+    fd, name = tempfile.mkstemp(prefix=f"mosnpy-consumer-{kind}-", suffix=".stderr")
+    with os.fdopen(fd, "wb") as err_file:
+        proc = ConsumerProcess(
+            argv, cwd=PEERS_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_file
+        )
+    proc.kind = kind
+    proc.stderr_path = Path(name)
+    proc.deadline_ms = deadline_ms
+    return proc
+
+
+def wait_for_first_ok(proc: ConsumerProcess, *, timeout: float = 20.0) -> None:
+    """Wait until ``proc`` (started with ``report_first_ok=True``) reports an answered call.
+
+    Reads its stdout line by line; raises :class:`PeerError` with its output when it
+    exits, or reports nothing within ``timeout`` seconds, first.
+    """
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            lines = proc.stdout_so_far.split(b"\n")
+            if any(line.strip() == FIRST_OK_LINE.encode() for line in lines[:-1]):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PeerError(
+                    f"{proc.kind} consumer reported no answered call ({FIRST_OK_LINE}) within "
+                    f"{timeout:g} s; stdout={proc.stdout_so_far[-4000:]!r} stderr:\n{_tail(proc.stderr_path)}"
+                )
+            if not sel.select(min(left, 0.5)):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                proc.wait(timeout=5)
+                raise PeerError(
+                    f"{proc.kind} consumer exited (code {proc.returncode}) before any call was answered; "
+                    f"stdout={proc.stdout_so_far[-4000:]!r} stderr:\n{_tail(proc.stderr_path)}"
+                )
+            proc.stdout_so_far += chunk
+
+
+def consumer_summary(proc: ConsumerProcess, *, timeout: float | None = None) -> dict[str, Any]:
+    """Wait for ``proc`` to exit and return its JSON summary (see :func:`run_consumer`).
+
+    Waits ``timeout`` seconds (default: the consumer's own deadline plus 15 s); then it
+    is stopped and :class:`PeerError` raised.
+    """
+    if timeout is None:
+        timeout = proc.deadline_ms / 1000 + 15
+    try:
+        rest, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        err = _tail(proc.stderr_path)
+        stop(proc)
+        raise PeerError(f"{proc.kind} consumer did not finish: {exc}; stderr:\n{err}") from exc
+    out = (proc.stdout_so_far + (rest or b"")).decode("utf-8", "replace")
+    err = _tail(proc.stderr_path)
+    for line in reversed(out.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                summary: dict[str, Any] = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            summary["returncode"] = proc.returncode
+            summary["stderr"] = err
+            return summary
+    raise PeerError(
+        f"{proc.kind} consumer printed no summary (exit code {proc.returncode}); stdout:\n{out[-4000:]}\n"
+        f"stderr:\n{err}"
+    )
+
+
 def run_consumer(
     kind: str,
     port: int,
@@ -256,51 +392,20 @@ def run_consumer(
     The consumer stops itself after ``deadline_ms``; this waits that long plus 15 s.
     Raises :class:`PeerError` when it prints no summary.
     """
-    check_installed(kind, consumer=True)
-    runtime, script = CONSUMERS[kind]
-    argv = [
-        *_argv(runtime, script),
-        "--port",
-        str(port),
-        "--calls",
-        str(calls),
-        "--concurrency",
-        str(concurrency),
-        "--payload-bytes",
-        str(payload_bytes),
-        "--method",
-        method,
-        "--timeout-ms",
-        str(timeout_ms),
-        "--deadline-ms",
-        str(deadline_ms),
-        *(["--heartbeat", "--heartbeat-wait-ms", str(heartbeat_wait_ms)] if heartbeat else []),
-        *extra_args,
-    ]
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=PEERS_DIR,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=deadline_ms / 1000 + 15,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PeerError(f"{kind} consumer did not finish: {exc}") from exc
-    out = done.stdout.decode("utf-8", "replace")
-    err = done.stderr.decode("utf-8", "replace")
-    for line in reversed(out.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                summary: dict[str, Any] = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            summary["returncode"] = done.returncode
-            summary["stderr"] = err[-4000:]
-            return summary
-    raise PeerError(
-        f"{kind} consumer printed no summary (exit code {done.returncode}); stdout:\n{out[-4000:]}\n"
-        f"stderr:\n{err[-4000:]}"
+    proc = start_consumer(
+        kind,
+        port,
+        calls=calls,
+        concurrency=concurrency,
+        payload_bytes=payload_bytes,
+        method=method,
+        heartbeat=heartbeat,
+        heartbeat_wait_ms=heartbeat_wait_ms,
+        timeout_ms=timeout_ms,
+        deadline_ms=deadline_ms,
+        extra_args=extra_args,
     )
+    try:
+        return consumer_summary(proc)
+    finally:
+        stop(proc)

@@ -137,6 +137,7 @@ def main() -> int:
         calls=args.calls,
         concurrency=args.concurrency,
         payload_bytes=args.payload_bytes,
+        report_first_ok=args.report_first_ok,
     )
     summary["protocol"] = "dubbo"
     summary["client"] = "dubbo-ssl-python"

@@ -13,7 +13,8 @@ Endpoints (any method, every response carries ``x-backend: NAME``):
     ``x-echo-<lower-case name>`` (one response header per request header line), plus
     ``x-echo-method`` and ``x-echo-path`` (the raw request-target, query included).
 ``/slow?ms=N``
-    sleeps N ms (capped at 60 s), then 200 ``slow``.
+    prints ``slow request started: <request-target>`` on stdout, sleeps N ms (capped
+    at 60 s), then 200 ``slow``.
 ``/status/N``
     status N (200..599) with body ``status N\\n`` (no body for 204 and 304).
 ``/close``
@@ -50,6 +51,8 @@ MAX_CHUNKS = 100_000
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 MAX_LINE = 4096
 MAX_TRAILERS = 100
+#: printed (with the request-target) when a ``/slow`` request starts sleeping
+SLOW_STARTED = "slow request started:"
 
 
 def chunk_payload(index: int, size: int) -> bytes:
@@ -238,6 +241,9 @@ class BackendHandler(BaseHTTPRequestHandler):
             self._respond(200, body, headers=echoed, content_type=content_type)
         elif path == "/slow":
             ms = self._int_param(query, "ms", 0, 0, MAX_SLOW_MS)
+            # A test can wait for this line to know the request is here (PyBackend.wait_for_output).
+            sys.stdout.write(f"{SLOW_STARTED} {self.path}\n")
+            sys.stdout.flush()
             time.sleep(ms / 1000)
             self._respond(200, b"slow")
         elif path.startswith("/status/"):

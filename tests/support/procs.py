@@ -140,6 +140,26 @@ class PyBackend:
         """The backend's stdout and stderr so far."""
         return _read_text(self.log_path)
 
+    def wait_for_output(self, text: str, *, timeout: float = 10.0) -> None:
+        """Wait until ``text`` appears in :meth:`output`, at most ``timeout`` seconds.
+
+        Raises :class:`TimeoutError` (with the output) when time runs out, and
+        :class:`ProcessStartError` as soon as the backend has exited.
+        """
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None:
+                raise ProcessStartError(
+                    f"backend {self.name!r} exited with {self.proc.returncode} before printing "
+                    f"{text!r}; output:\n{self.output()}"
+                )
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"backend {self.name!r} did not print {text!r} within {timeout:g} s; "
+                    f"output:\n{self.output()}"
+                )
+            time.sleep(0.01)
+
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
         """Stop it (by pid) now, e.g. to make an upstream fail mid-test. Idempotent."""
         return stop_process(self.proc, sig=sig, timeout=timeout)
