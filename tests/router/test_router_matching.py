@@ -20,6 +20,7 @@ from mosnpy.config.models import (
 )
 from mosnpy.protocol.headers import HeaderMap
 from mosnpy.router import Route, RouterConfigError, RouteTable, strip_query
+from mosnpy.router.matchers import headers_match
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None)
 
@@ -256,3 +257,66 @@ def test_direct_response_routes_match_like_any_other() -> None:
     r = t.match("h", "/health", HeaderMap())
     assert r is not None and r.direct_response == DirectResponseConfig(status=200, body="ok")
     assert r.cluster_name == "" and r.choose_cluster() == ""
+
+
+# -- exact header values: a prefix is not a match ------------------------------------------
+
+# (route value, request value, matches?): each value in a pair is a prefix of the other.
+PREFIX_PAIRS = [
+    ("canary", "canary", True),
+    ("canary", "canary-2", False),  # the route's value is a prefix of the request's
+    ("canary-2", "canary", False),  # the request's value is a prefix of the route's
+    ("canary", "", False),  # "" is a prefix of everything
+    ("", "canary", False),
+    ("", "", True),
+    ("1.0", "1.0.0", False),
+    ("Canary", "canary", False),  # values are case-sensitive
+]
+
+
+@pytest.mark.parametrize(("want", "got", "ok"), PREFIX_PAIRS)
+def test_exact_header_value_is_not_a_prefix_match(want: str, got: str, ok: bool) -> None:
+    """Catches exact header matching turned into prefix matching, either way round
+    (``got.startswith(value)`` or ``value.startswith(got)``), in the route table's
+    inlined loop and in every matcher helper of ``matchers.py``."""
+    t = table_of(to("exact", headers=[hdr("x-v", want)]), to("other"))
+    headers = HeaderMap([("x-v", got)])
+    assert cluster_of(t.match("h", "/", headers)) == ("exact" if ok else "other"), (want, got)
+    route = t.virtual_hosts[0].routes[0]
+    assert route.matches("/", headers) is ok, (want, got)
+    matcher = route.header_matchers[0]
+    assert matcher.matches(headers) is ok, (want, got)
+    assert headers_match([matcher], headers) is ok, (want, got)
+    assert headers_match([matcher], {"x-v": got}) is ok, (want, got)
+
+
+@pytest.mark.parametrize(("want", "got", "ok"), PREFIX_PAIRS[:3])
+def test_regex_header_value_is_a_full_match_not_a_prefix(want: str, got: str, ok: bool) -> None:
+    """Catches a regex header matcher using ``re.match``/``search`` instead of ``fullmatch``."""
+    t = table_of(to("exact", headers=[hdr("x-v", want, regex=True)]), to("other"))
+    headers = HeaderMap([("x-v", got)])
+    assert cluster_of(t.match("h", "/", headers)) == ("exact" if ok else "other"), (want, got)
+    route = t.virtual_hosts[0].routes[0]
+    assert route.matches("/", headers) is ok, (want, got)
+    assert headers_match(route.header_matchers, headers) is ok, (want, got)
+
+
+def test_exact_header_routes_with_prefix_related_values_pick_the_right_cluster() -> None:
+    """Catches prefix matching of header values: ``canary`` must not take ``canary-2``
+    traffic (listed first), and ``canary-2`` must not take ``canary`` traffic."""
+    t = table_of(
+        to("c1", headers=[hdr("x-v", "canary")]),
+        to("c2", headers=[hdr("x-v", "canary-2")]),
+        to("default"),
+    )
+    assert cluster_of(t.match("h", "/", HeaderMap([("x-v", "canary")]))) == "c1"
+    assert cluster_of(t.match("h", "/", HeaderMap([("x-v", "canary-2")]))) == "c2"
+    assert cluster_of(t.match("h", "/", HeaderMap([("x-v", "canary-")]))) == "default"
+    assert cluster_of(t.match("h", "/", HeaderMap([("x-v", "canar")]))) == "default"
+    t = table_of(
+        to("c2", headers=[hdr("x-v", "canary-2")]),
+        to("c1", headers=[hdr("x-v", "canary")]),
+        to("default"),
+    )
+    assert cluster_of(t.match("h", "/", HeaderMap([("x-v", "canary")]))) == "c1"
+    assert cluster_of(t.match("h", "/", HeaderMap([("x-v", "canary-2")]))) == "c2"

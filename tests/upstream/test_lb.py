@@ -195,6 +195,29 @@ def test_round_robin_order() -> None:
     assert [lb.choose() for _ in range(4)] == [hosts[0], hosts[2], hosts[0], hosts[2]]
 
 
+def test_round_robin_exact_order_starts_at_the_first_host_and_goes_forward() -> None:
+    """Catches a reversed cursor (a, c, b, ...) or a wrong starting host, which the
+    symmetric health masks above cannot tell apart from the right order."""
+    hosts = make_hosts([1, 1, 1])
+    a, b, c = hosts
+    lb = RoundRobin(hosts, {})
+    assert [lb.choose() for _ in range(7)] == [a, b, c, a, b, c, a]
+
+
+def test_round_robin_skips_a_host_that_turns_unhealthy_and_keeps_going_forward() -> None:
+    """Catches a reversed cursor, or a cursor that restarts or stalls after a skip."""
+    hosts = make_hosts([1, 1, 1, 1])
+    a, b, c, d = hosts
+    lb = RoundRobin(hosts, {})
+    assert [lb.choose(), lb.choose()] == [a, b]
+    c.healthy = False  # the next host in line
+    assert [lb.choose() for _ in range(5)] == [d, a, b, d, a]
+    c.healthy = True
+    assert [lb.choose() for _ in range(4)] == [b, c, d, a]
+    a.healthy = False  # wrapping round must skip it too
+    assert [lb.choose() for _ in range(4)] == [b, c, d, b]
+
+
 # -- weighted round robin -------------------------------------------------------------
 
 
@@ -245,6 +268,26 @@ def test_wrr_is_smooth(weights: list[int], cycles: int) -> None:
 def test_wrr_interleaves() -> None:
     hosts = make_hosts([5, 1, 1])
     assert picks_of(WeightedRoundRobin(hosts, {}), hosts, 7) == [0, 0, 1, 0, 2, 0, 0]
+
+
+def test_wrr_exact_sequence_with_distinct_weights() -> None:
+    """Catches a changed tie-break (last host instead of first), a reversed scan, or a
+    winner docked by its own weight instead of the healthy total: each gives another
+    order for weights 1, 2, 3 (nginx's smooth WRR gives c b a c b c, then repeats)."""
+    hosts = make_hosts([1, 2, 3])
+    assert picks_of(WeightedRoundRobin(hosts, {}), hosts, 12) == [2, 1, 0, 2, 1, 2] * 2
+    hosts = make_hosts([3, 2, 1])
+    assert picks_of(WeightedRoundRobin(hosts, {}), hosts, 6) == [0, 1, 0, 2, 1, 0]
+
+
+def test_wrr_exact_sequence_when_a_host_turns_unhealthy() -> None:
+    """Catches an unhealthy host still scored or counted in the total W: with weights
+    4, 2, 1 and the heaviest down, b and c must alternate as 2:1 from the scores held."""
+    hosts = make_hosts([4, 2, 1])
+    lb = WeightedRoundRobin(hosts, {})
+    assert picks_of(lb, hosts, 7) == [0, 1, 0, 2, 0, 1, 0]
+    hosts[0].healthy = False
+    assert picks_of(lb, hosts, 6) == [1, 2, 1, 1, 2, 1]
 
 
 @SETTINGS

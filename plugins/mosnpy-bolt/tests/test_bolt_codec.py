@@ -261,3 +261,58 @@ def test_fast_encoded_frames_parse_with_the_spec(
         assert (parsed.type, parsed.cmd_code, parsed.request_id) == (made.kind, made.cmd_code, new_id)
         assert (parsed.status or 0, parsed.timeout or 0) == (made.status, made.timeout_ms)
         assert (parsed.ver2, parsed.codec, parsed.header, parsed.content) == (made.ver2, made.codec, b"", b"")
+
+
+# -- the frame size limit, at its edge ---------------------------------------------------------
+
+
+class SmallBolt(BoltCodec):
+    max_frame = 200
+
+
+class SmallBoltV2(BoltV2Codec):
+    max_frame = 200
+
+
+def _frame_of_size(codec: BoltCodec, kind: int, size: int) -> bytes:
+    """A ``kind`` frame (1 request, 0 response) of ``size`` bytes in all: a class name,
+    one header entry and the rest content."""
+    class_name = b"c"
+    header = struct.pack(">I", 1) + b"k" + struct.pack(">I", 1) + b"v"
+    head = codec.layout.response if kind == 0 else codec.layout.request
+    content_len = size - head.size - len(class_name) - len(header)
+    fields = (1, 1, 9, 1, 0, len(class_name), len(header), content_len)
+    raw = codec.layout.pack(kind, 1, 0, fields) + class_name + header
+    return raw + bytes(max(content_len, 0))
+
+
+@pytest.mark.parametrize("kind", [1, 0], ids=["request", "response"])
+@pytest.mark.parametrize("codec", [V1, V2, SmallBolt(), SmallBoltV2()], ids=["v1", "v2", "small", "small-v2"])
+def test_a_frame_of_exactly_max_frame_decodes_and_one_byte_more_is_refused(
+    codec: BoltCodec, kind: int
+) -> None:
+    """Catches an off-by-one in the bolt frame limit (``>=`` for ``>``), a limit that
+    leaves out the fixed header, class name or header map, and a limit hard-coded
+    instead of read from ``max_frame``."""
+    limit = codec.max_frame
+    data = _frame_of_size(codec, kind, limit)
+    assert len(data) == limit
+    buf = bytearray(data + data[:1])  # + the next frame's first byte
+    try:
+        frame = codec.decode(buf)
+    except DecodeError as exc:
+        pytest.fail(f"a frame of exactly max_frame={limit} bytes was refused: {exc}")
+    assert isinstance(frame, BoltFrame), f"a frame of exactly max_frame={limit} bytes was not decoded"
+    assert (frame.request_id, frame.class_name, dict(frame.header_view())) == (9, "c", {"k": "v"})
+    assert len(frame.raw) == limit and buf == data[:1]
+    over = _frame_of_size(codec, kind, limit + 1)
+    # Only the fixed header yet: at the limit the codec waits, one byte more is refused.
+    head_size = frame.head_size
+    try:
+        assert codec.decode(bytearray(data[:head_size])) is None
+    except DecodeError as exc:
+        pytest.fail(f"the header of a frame of exactly max_frame={limit} bytes was refused: {exc}")
+    with pytest.raises(DecodeError, match=f"bolt frame of {limit + 1} bytes exceeds {limit}"):
+        codec.decode(bytearray(over[:head_size]))
+    with pytest.raises(DecodeError, match="exceeds"):
+        codec.decode(bytearray(over))
