@@ -1,0 +1,578 @@
+"""mosnpy against the cheapest trio proxy doing the same job: every row, one run, one table.
+
+    .venv/bin/python benchmarks/compare.py [--reps 3] [--duration 8] [--rows direct,nginx,floor,mosnpy]
+                                           [--suites http1,dubbo,bolt] [--baseline OTHER_CHECKOUT]
+
+Suites and rows:
+
+* ``http1``: ``wrk -t1 -c50`` for ``--duration`` s against an nginx backend that answers
+  13 bytes.  Rows: ``direct`` (wrk to the backend), ``nginx`` (nginx as reverse proxy,
+  1 worker, keep-alive upstream), ``floor`` (``floors/http1_floor.py``), ``mosnpy``
+  (``.venv/bin/mosnpy -c`` a generated config: one route, one cluster).
+* ``dubbo`` / ``bolt``: ``rpc_load.py load``, 4 connections x 32 calls in flight, real
+  request frames with fresh ids, every answer checked against its caller, to
+  ``rpc_load.py provide`` (answers with the real response frame).  Rows: ``direct``,
+  ``floor`` (``floors/rpc_floor.py``: ids rewritten on one shared upstream connection),
+  ``mosnpy`` (a config whose route matches the ``service`` header).
+* ``--baseline PATH`` adds a row ``@NAME`` per suite: mosnpy from another checkout (e.g.
+  a ``git worktree`` of an earlier commit), run as ``python -m mosnpy`` with that
+  checkout (and its plugins) first on PYTHONPATH.
+
+The proxy runs alone on CPU 0 (taskset); backend, provider and load run on CPU 1.  Per
+row and repetition the proxy is started afresh, checked with one request (HTTP) or a
+1 s checked run (RPC), warmed up for 1 s, then measured.  Columns: requests (calls) per
+second; CPU µs per request = the proxy's user+sys time (/proc/PID/stat, summed over its
+session) during the measured run / requests completed; errors (wrk socket errors and
+non-2xx; RPC misroutes, mismatches, altered answers, lost calls, failed connections),
+summed over repetitions; and each row's CPU per request and rate relative to the floor.
+Cells are medians over ``--reps``; repetitions are interleaved so drift hits every row
+alike.  Compare rows of one run, never across runs.
+
+Everything runs on 127.0.0.1, on ports picked here; every process is started here and
+stopped by its pid; every step has a timeout.  Logs stay in a temporary directory,
+kept (and named) when a row fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PROXY_CPU, LOAD_CPU = 0, 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = b"Hello, world!"
+ROW_KINDS = ("direct", "nginx", "floor", "mosnpy")
+SUITES = ("http1", "dubbo", "bolt")
+START_TIMEOUT = 20.0
+
+
+class RowFailed(Exception):
+    """A row could not be measured; the message says why."""
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+        if os.access(f"{d}/{name}", os.X_OK):
+            return f"{d}/{name}"
+    return None
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(
+    name: str, argv: list[str], cpu: int, logdir: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Proc:
+    """Start ``argv`` pinned to ``cpu`` in a session of its own, output to a log file."""
+    log = logdir / f"{name}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            [*pinned(cpu), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log)
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live processes in session ``sid`` (ours: each process is started in its own)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat(int(entry))[3]) == sid:
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def _stat(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rfind(")") + 2 :].split()  # [3] session, [11] utime, [12] stime
+
+
+def cpu_seconds(proc: Proc) -> float:
+    """User + system CPU seconds of ``proc`` and every other live process of its session."""
+    ticks = 0
+    for pid in session_pids(proc.pid) or [proc.pid]:
+        try:
+            fields = _stat(pid)
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / CLK_TCK
+
+
+def stop(proc: Proc) -> None:
+    """SIGTERM by pid, SIGKILL after 5 s; then the same for any process it left in its session."""
+    others = [p for p in session_pids(proc.pid) if p != proc.pid]
+    if proc.popen.poll() is None:
+        proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait(5)
+    for pid in others:
+        try:
+            if int(_stat(pid)[3]) == proc.pid:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+
+
+@contextmanager
+def running(proc: Proc, port: int) -> Iterator[Proc]:
+    """Wait until ``proc`` accepts on ``port``; stop it on the way out."""
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.popen.poll() is not None:
+                raise RowFailed(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RowFailed(f"{proc.name} did not listen on {port} in {START_TIMEOUT:g} s") from None
+                time.sleep(0.05)
+        yield proc
+    finally:
+        stop(proc)
+
+
+# ---------------------------------------------------------------- configs
+
+
+def mosnpy_config(port: int, upstream_port: int, protocol: str) -> dict[str, Any]:
+    """One listener, one route, one cluster; RPC routes match on the ``service`` header."""
+    if protocol == "Http1":
+        match: dict[str, Any] = {"prefix": "/"}
+        listener = "bench_http1"
+    else:
+        match = {"headers": [{"name": "service", "value": ".*"}]}
+        listener = f"egress_{protocol}"
+    return {
+        "servers": [
+            {
+                "default_log_level": "ERROR",
+                "routers": [
+                    {
+                        "router_config_name": "bench",
+                        "virtual_hosts": [
+                            {
+                                "name": "all",
+                                "domains": ["*"],
+                                "routers": [{"match": match, "route": {"cluster_name": "backend"}}],
+                            }
+                        ],
+                    }
+                ],
+                "listeners": [
+                    {
+                        "name": listener,
+                        "address": f"127.0.0.1:{port}",
+                        "bind_port": True,
+                        "filter_chains": [
+                            {
+                                "filters": [
+                                    {
+                                        "type": "proxy",
+                                        "config": {
+                                            "downstream_protocol": protocol,
+                                            "router_config_name": "bench",
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+        "cluster_manager": {
+            "clusters": [
+                {
+                    "name": "backend",
+                    "type": "SIMPLE",
+                    "lb_type": "LB_ROUNDROBIN",
+                    "connect_timeout": "2s",
+                    "hosts": [{"address": f"127.0.0.1:{upstream_port}"}],
+                }
+            ]
+        },
+    }
+
+
+def nginx_config(prefix: Path, port: int, upstream_port: int | None) -> Path:
+    """nginx: the backend (fixed 13-byte body) or, with ``upstream_port``, a reverse proxy."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    if upstream_port is None:
+        upstream = ""
+        location = f"location / {{ default_type text/plain; return 200 '{BODY.decode()}'; }}"
+    else:
+        upstream = f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}"
+        location = (
+            "location / { proxy_pass http://backend; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; }'
+        )
+    temp = " ".join(
+        f"{kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""daemon off; master_process off; worker_processes 1;
+pid {prefix}/nginx.pid; lock_file {prefix}/nginx.lock; error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; {temp}
+  keepalive_timeout 65s; keepalive_requests 1000000;
+  {upstream}
+  server {{ listen 127.0.0.1:{port} backlog=4096; {location} }}
+}}
+"""
+    )
+    return conf
+
+
+# ---------------------------------------------------------------- proxies per row
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    logdir: Path
+    mosnpy_bin: list[str]
+    nginx: str | None
+    results: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
+    failures: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def rows(self, suite: str) -> list[str]:
+        rows = [r for r in self.args.rows if r != "nginx" or suite == "http1"]
+        return rows + [f"@{path.name}" for path in self.args.baseline]
+
+    def proxy(self, suite: str, row: str, upstream_port: int) -> tuple[Proc, int] | None:
+        """Start the proxy of ``row`` in front of ``upstream_port``: (process, port), or
+        None for ``direct``."""
+        if row == "direct":
+            return None
+        port = free_port()
+        tag = f"{suite}-{row.lstrip('@')}-{port}"
+        if row == "nginx":
+            if suite != "http1":
+                raise RowFailed("nginx row is HTTP only")
+            if self.nginx is None:
+                raise RowFailed("nginx is not installed")
+            conf = nginx_config(self.logdir / tag, port, upstream_port)
+            argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
+            return spawn(tag, argv, PROXY_CPU, self.logdir), port
+        if row == "floor":
+            if suite == "http1":
+                argv = [sys.executable, str(HERE / "floors" / "http1_floor.py")]
+            else:
+                argv = [sys.executable, str(HERE / "floors" / "rpc_floor.py"), "--proto", suite]
+            argv += ["--listen", str(port), "--upstream", str(upstream_port)]
+            return spawn(tag, argv, PROXY_CPU, self.logdir), port
+        cfg = self.logdir / f"{tag}.json"
+        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, "Http1" if suite == "http1" else suite)))
+        if row == "mosnpy":
+            return spawn(tag, [*self.mosnpy_bin, "-c", str(cfg)], PROXY_CPU, self.logdir), port
+        checkout = next(p for p in self.args.baseline if f"@{p.name}" == row)
+        paths = [str(checkout), *(str(p) for p in sorted((checkout / "plugins").glob("*")) if p.is_dir())]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        argv = [sys.executable, "-m", "mosnpy", "-c", str(cfg)]
+        return spawn(tag, argv, PROXY_CPU, self.logdir, env=env, cwd=checkout), port
+
+    # ------------------------------------------------------------ one measurement
+
+    def measure(self, suite: str, row: str, upstream_port: int) -> dict[str, float]:
+        started = self.proxy(suite, row, upstream_port)
+        with ExitStack() as stack:
+            if started is None:
+                proc, port = None, upstream_port
+            else:
+                proc = stack.enter_context(running(*started))
+                port = started[1]
+            if suite == "http1":
+                check_http(port)
+                run_wrk(port, 1, self.args.connections)  # warm-up
+            else:
+                warm = run_rpc_load(suite, port, 1.0, self.args)
+                if warm["errors"] or not warm["calls"]:
+                    raise RowFailed(f"checked warm-up run failed: {warm}")
+            before = cpu_seconds(proc) if proc else 0.0
+            if suite == "http1":
+                out = run_wrk(port, self.args.duration, self.args.connections)
+                done, rate, errors = out["requests"], out["rps"], out["errors"]
+            else:
+                res = run_rpc_load(suite, port, float(self.args.duration), self.args)
+                done, rate, errors = res["completed"], res["calls_per_s"], res["errors"]
+            result = {"rate": float(rate), "errors": float(errors), "done": float(done)}
+            if proc is not None:
+                if proc.popen.poll() is not None:
+                    raise RowFailed(f"{proc.name} died during the run:\n{proc.tail()}")
+                result["cpu_us"] = (cpu_seconds(proc) - before) / max(done, 1) * 1e6
+            return result
+
+    def run_suite(self, suite: str, rep: int) -> None:
+        with ExitStack() as stack:
+            port = free_port()
+            if suite == "http1":
+                if self.nginx is None or not find_tool("wrk"):
+                    for row in self.rows(suite):
+                        self.failures.setdefault((suite, row), []).append(
+                            "needs nginx and wrk (bash .ci/run)"
+                        )
+                    return
+                conf = nginx_config(self.logdir / f"backend-{port}", port, None)
+                argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
+            else:
+                argv = [
+                    sys.executable,
+                    str(HERE / "rpc_load.py"),
+                    "provide",
+                    "--proto",
+                    suite,
+                    "--port",
+                    str(port),
+                ]
+            stack.enter_context(running(spawn(f"{suite}-backend-{port}", argv, LOAD_CPU, self.logdir), port))
+            for row in self.rows(suite):
+                key = (suite, row)
+                label = f"[rep {rep + 1}/{self.args.reps}] {suite:5} {row:12}"
+                try:
+                    result = self.measure(suite, row, port)
+                except (RowFailed, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+                    why = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                    self.failures.setdefault(key, []).append(why)
+                    print(f"{label} FAILED: {exc}", file=sys.stderr, flush=True)
+                    continue
+                self.results.setdefault(key, []).append(result)
+                cpu = f"{result['cpu_us']:.1f} µs/req" if "cpu_us" in result else "-"
+                print(
+                    f"{label} {result['rate']:10.0f}/s  {cpu:>14}  errors {result['errors']:.0f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    # ------------------------------------------------------------ the table
+
+    def table(self) -> str:
+        a = self.args
+        lines = [
+            f"\nproxy on CPU {PROXY_CPU}, backend and load on CPU {LOAD_CPU}; medians of {a.reps} rep(s) "
+            f"x {a.duration} s; http1: wrk -t1 -c{a.connections}; rpc: {a.conns} conns x {a.inflight} in flight",
+            f"{'suite':6} {'row':14} {'req/s':>9} {'CPU µs/req':>11} {'errors':>7} {'CPU x floor':>12} {'rate / floor':>13}",
+        ]
+        for suite in a.suites:
+            floor = self.median(suite, "floor")
+            for row in self.rows(suite):
+                key = (suite, row)
+                if key not in self.results:
+                    why = self.failures.get(key, ["not run"])[-1]
+                    lines.append(f"{suite:6} {row:14} {'failed: ' + why[:90]}")
+                    continue
+                med = self.median(suite, row)
+                errors = sum(r["errors"] for r in self.results[key])
+                cpu = f"{med['cpu_us']:.1f}" if "cpu_us" in med else "-"
+                cpu_ratio = (
+                    f"{med['cpu_us'] / floor['cpu_us']:.2f}"
+                    if "cpu_us" in med and floor and floor.get("cpu_us")
+                    else "-"
+                )
+                rate_ratio = f"{med['rate'] / floor['rate']:.2f}" if floor and floor["rate"] else "-"
+                lines.append(
+                    f"{suite:6} {row:14} {med['rate']:9.0f} {cpu:>11} {errors:7.0f} {cpu_ratio:>12} {rate_ratio:>13}"
+                )
+        for (suite, row), whys in self.failures.items():
+            if (suite, row) in self.results:
+                lines.append(f"note: {suite} {row} failed in {len(whys)} rep(s): {whys[-1][:90]}")
+        return "\n".join(lines)
+
+    def median(self, suite: str, row: str) -> dict[str, float]:
+        reps = self.results.get((suite, row))
+        if not reps:
+            return {}
+        keys = set.intersection(*(set(r) for r in reps))
+        return {k: statistics.median(r[k] for r in reps) for k in keys}
+
+
+# ---------------------------------------------------------------- load
+
+
+def check_http(port: int) -> None:
+    """One GET through the proxy: status 200 and the backend's body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(BODY):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data.startswith(b"HTTP/1.1 200") or not data.endswith(BODY):
+        raise RowFailed(f"GET / through the proxy answered {data[:200]!r}")
+
+
+def run_wrk(port: int, duration: float, connections: int) -> dict[str, float]:
+    cmd = [*pinned(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    requests = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not requests or not rps:
+        raise RowFailed(f"cannot read wrk's output: {out!r}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return {"requests": float(requests.group(1)), "rps": float(rps.group(1)), "errors": float(errors)}
+
+
+def run_rpc_load(proto: str, port: int, duration: float, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        *pinned(LOAD_CPU),
+        sys.executable,
+        str(HERE / "rpc_load.py"),
+        "load",
+        "--proto",
+        proto,
+        "--port",
+        str(port),
+        "--conns",
+        str(args.conns),
+        "--inflight",
+        str(args.inflight),
+        "--duration",
+        str(duration),
+        "--drain",
+        "3",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RowFailed(f"rpc_load printed nothing: {done.stderr.strip()[-500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+# ---------------------------------------------------------------- main
+
+
+def mosnpy_command() -> list[str]:
+    script = Path(sys.executable).parent / "mosnpy"
+    if script.exists():
+        return [str(script)]
+    venv = ROOT / ".venv" / "bin" / "mosnpy"
+    return [str(venv)] if venv.exists() else [sys.executable, "-m", "mosnpy"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8, help="seconds per measured run")
+    ap.add_argument("--rows", default="direct,nginx,floor,mosnpy", help=f"any of {','.join(ROW_KINDS)}")
+    ap.add_argument("--suites", default="http1,dubbo,bolt", help=f"any of {','.join(SUITES)}")
+    ap.add_argument("--connections", type=int, default=50, help="wrk connections (http1)")
+    ap.add_argument("--conns", type=int, default=4, help="RPC client connections")
+    ap.add_argument("--inflight", type=int, default=32, help="RPC calls in flight per connection")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="another mosnpy checkout to measure in the same run (e.g. a git worktree); repeatable",
+    )
+    ap.add_argument("--json", type=Path, help="also write every measurement here")
+    args = ap.parse_args()
+    args.rows = [r for r in args.rows.split(",") if r]
+    args.suites = [s for s in args.suites.split(",") if s]
+    bad = [r for r in args.rows if r not in ROW_KINDS] + [s for s in args.suites if s not in SUITES]
+    if bad:
+        ap.error(f"unknown rows/suites: {', '.join(bad)}")
+    args.baseline = [p.resolve() for p in args.baseline]
+    for path in args.baseline:
+        if not (path / "mosnpy" / "__init__.py").is_file():
+            ap.error(f"--baseline {path}: no mosnpy package there")
+    if len({p.name for p in args.baseline}) != len(args.baseline):
+        ap.error("--baseline checkouts need distinct directory names")
+
+    logdir = Path(tempfile.mkdtemp(prefix="mosnpy-compare-"))
+    bench = Bench(args, logdir, mosnpy_command(), find_tool("nginx"))
+    print(f"logs in {logdir}", file=sys.stderr, flush=True)
+    try:
+        for rep in range(args.reps):
+            for suite in args.suites:
+                bench.run_suite(suite, rep)
+    except KeyboardInterrupt:
+        print("interrupted: partial results", file=sys.stderr)
+    print(bench.table(), flush=True)
+    if args.json:
+        measured = {f"{s}/{r}": v for (s, r), v in bench.results.items()}
+        args.json.write_text(
+            json.dumps(
+                {"results": measured, "failures": {f"{s}/{r}": v for (s, r), v in bench.failures.items()}},
+                indent=1,
+            )
+        )
+    if bench.failures:
+        print(f"some rows failed; logs kept in {logdir}", file=sys.stderr)
+        return 1 if any(key not in bench.results for key in bench.failures) else 0
+    shutil.rmtree(logdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
