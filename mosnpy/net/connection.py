@@ -74,8 +74,10 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_close_listeners",
+        "_drained",
         "_send_lock",
         "_sock",
+        "_wbuf",
         "cancel_scope",
         "close_event",
         "closed",
@@ -116,6 +118,9 @@ class Connection:
         self.cancel_scope: trio.CancelScope | None = None
         self._close_listeners: list[Callable[[ConnectionEvent], None]] = []
         self._send_lock = trio.StrictFIFOLock()
+        #: bytes :meth:`write_nowait` could not send at once (a writer task drains them)
+        self._wbuf = bytearray()
+        self._drained: trio.Event | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -191,6 +196,8 @@ class Connection:
                 return
             data = buf
         lock = self._send_lock
+        if self._wbuf:
+            await self.drain()  # after what write_nowait queued, in order
         if lock.locked():
             # Another task is mid-send on this connection (multiplexed streams):
             # queue behind it so frames never interleave.
@@ -203,6 +210,79 @@ class Connection:
             await self._send_unlocked(data)
         finally:
             lock.release()
+
+    def write_nowait(self, data: bytes | bytearray) -> None:
+        """Send ``data`` without waiting: what the kernel does not take now is kept and
+        sent by a writer task in :attr:`nursery`, in order.
+
+        For a task that must not block on this peer (an upstream reader answering many
+        clients: a slow one must not stall the others).  :attr:`write_backlog` says how
+        much is waiting; whoever feeds this connection bounds it with :meth:`drain`.
+
+        Raises:
+            ConnectionClosedError: the connection is closed or the send failed.
+        """
+        if self.filter_manager.write_filters:
+            buf = bytearray(data)
+            if not self.filter_manager.on_write(buf):
+                return
+            data = buf
+        if self._wbuf or self._send_lock.locked():
+            # A writer holds the socket: queue behind it, in order.
+            if self.closed:
+                raise ConnectionClosedError(f"{self!r} is closed")
+            start = not self._wbuf
+            self._wbuf += data
+            if start:
+                self._start_writer()
+            return
+        if self.closed:
+            raise ConnectionClosedError(f"{self!r} is closed")
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
+            raise ConnectionClosedError(f"write failed: {exc}") from exc
+        if sent == len(data):
+            self.last_active = trio.current_time()
+            return
+        self._wbuf += memoryview(data)[sent:]
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self.nursery is None:
+            self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
+            raise ConnectionClosedError(f"{self!r}: socket full and no nursery for a writer task")
+        self.nursery.start_soon(self._write_backlog)
+
+    @property
+    def write_backlog(self) -> int:
+        """Bytes queued by :meth:`write_nowait` and not yet sent."""
+        return len(self._wbuf)
+
+    async def drain(self) -> None:
+        """Wait until :meth:`write_nowait`'s backlog is sent (or the connection closed)."""
+        while self._wbuf and not self.closed:
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def _write_backlog(self) -> None:
+        try:
+            async with self._send_lock:
+                while self._wbuf:
+                    data = bytes(self._wbuf)
+                    self._wbuf.clear()
+                    await self._send_unlocked(data)
+        except ConnectionClosedError:
+            self._wbuf.clear()
+        finally:
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
 
     async def _send_unlocked(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -316,6 +396,9 @@ class Connection:
         except OSError:
             pass
         self._sock.close()
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
         for cb in list(self._close_listeners):

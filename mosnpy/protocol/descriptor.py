@@ -8,8 +8,11 @@ the protocol's ``extend_config`` section as keyword arguments; keys the protocol
 not know are refused with a message that lists the ones it does, so a config typo is
 reported by name instead of surfacing as a ``TypeError``.
 
-HTTP/1, HTTP/2 and xprotocol codecs all register one of these, found through the
-``mosnpy.protocols`` entry-point group (``Http1 = mosnpy.protocol.http1:HTTP1``).
+A protocol family that has stream connections (:mod:`mosnpy.protocol.api`) names their
+factories here too, with its :class:`~mosnpy.protocol.api.PoolMode`: that is all the
+proxy needs to serve it, so a third party registers a whole new family through the
+``mosnpy.protocols`` entry-point group with no change to the core.  Every xprotocol
+codec gets one (:mod:`mosnpy.protocol.xprotocol.registry`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mosnpy.protocol.api import ClientStreamConnection, PoolMode, ServerStreamConnection
 from mosnpy.protocol.matcher import Matcher
 
 __all__ = ["ProtocolDescriptor"]
@@ -36,6 +40,11 @@ class ProtocolDescriptor:
         server_factory: builds the codec for a downstream connection.
         client_factory: builds the codec for an upstream connection.
         options: the ``extend_config`` keys the factories accept.
+        pool_mode: how upstream connections are shared.
+        server_stream_connection: builds a downstream stream connection (keyword
+            arguments: the ``extend_config`` options); None for a protocol the proxy
+            drives through its codec (HTTP/1, until it moves onto stream connections).
+        client_stream_connection: builds an upstream stream connection.
     """
 
     name: str
@@ -43,6 +52,9 @@ class ProtocolDescriptor:
     server_factory: Callable[..., Any]
     client_factory: Callable[..., Any]
     options: frozenset[str] = field(default=frozenset())
+    pool_mode: PoolMode = PoolMode.PING_PONG
+    server_stream_connection: Callable[..., ServerStreamConnection] | None = None
+    client_stream_connection: Callable[..., ClientStreamConnection] | None = None
 
     def server_codec(self, **extend_config: object) -> Any:
         """A codec for one downstream connection, configured by ``extend_config``."""

@@ -57,11 +57,14 @@ class DownstreamStats:
 
     requests_total: int = 0
     requests_active: int = 0
+    #: requests a bug in a handler or filter ended (answered 500 where still possible)
+    internal_errors: int = 0
     responses: collections.Counter[int] = attrs.field(factory=collections.Counter)
 
     def snapshot(self) -> dict[str, object]:
         return {
             "request_total": self.requests_total,
             "request_active": self.requests_active,
+            "internal_errors": self.internal_errors,
             "response_total": {str(code): n for code, n in sorted(self.responses.items())},
         }

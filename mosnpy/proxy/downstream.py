@@ -2,21 +2,31 @@
 
 Theory of operation
 -------------------
-:class:`DownStream` walks the phases of :mod:`mosnpy.proxy.phases`; each handler
-returns the next phase and :func:`~mosnpy.proxy.phases.check` enforces the table.
-This base class holds everything protocol-neutral — stream filters, route matching,
-host choice, circuit breakers, timeouts, the retry decision and local replies — and a
-subclass per protocol family supplies the I/O phases:
+:class:`DownStream` walks the phases of :mod:`mosnpy.proxy.phases`; each handler says
+what comes next and :func:`~mosnpy.proxy.phases.check` enforces the table.  This class
+holds everything protocol-neutral — stream filters, route matching, host choice,
+circuit breakers, timeouts, the retry decision and local replies — and a subclass
+supplies the I/O phases:
 
-* ``DOWN_RECV_HEADER`` / ``DOWN_RECV_DATA`` / ``DOWN_RECV_TRAILER``: get an upstream
-  and send the request;
-* ``WAIT_NOTIFY``: wait for the response, a reset or a timeout;
-* ``UP_RECV_HEADER`` / ``UP_RECV_DATA`` / ``UP_RECV_TRAILER``: send the response (or
-  a local reply) downstream.
+* ``DOWN_RECV_HEADER`` gets an upstream stream (from the pool, connecting only when
+  no connection is ready) and sends the request head;
+* ``DOWN_RECV_DATA`` / ``DOWN_RECV_TRAILER`` send the body and trailers as they arrive;
+  at the end of ``DOWN_RECV_TRAILER`` the request is fully sent and the timers start;
+* ``WAIT_NOTIFY`` waits for the response, a reset or a timeout;
+* ``UP_RECV_HEADER`` / ``UP_RECV_DATA`` / ``UP_RECV_TRAILER`` send the response (or a
+  local reply) downstream.
 
-HTTP/1 (:mod:`mosnpy.proxy.downstream_http1`) runs the machine in the connection's
-reader task and streams bodies; xprotocol (:mod:`mosnpy.proxy.downstream_x`) runs one
-machine per in-flight request and sends whole frames.
+A handler is a plain function returning one of three things: the next :class:`Phase`
+(the common case: no waiting), ``None`` (the stream *parks*: an upstream event, a
+downstream body piece or a timer will call :meth:`DownStream.advance` to go on), or an
+awaitable that yields the next phase (this phase must really wait: a connect, a retry's
+back-off, a filter that may sleep).  Two drivers walk the same table:
+
+* :meth:`DownStream.advance` is synchronous, for streams that live in a connection's
+  reader with no task of their own (DESIGN §4): an awaitable hands the rest of the walk
+  to a task in the downstream connection's nursery, so only that stream waits;
+* :meth:`DownStream.run` awaits the awaitables in place, for a stream that owns its
+  task (the HTTP/1 codec-driven path, whose reader serves one request at a time).
 
 Failures become local replies with a clear reason: no route 404, no healthy host or
 connect failure 502, overflow 503, timeout 504 (:mod:`mosnpy.proxy.replies`).  A
@@ -27,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import trio
 
@@ -37,9 +47,9 @@ from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
 from mosnpy.proxy.phases import MAX_JUMPS, ORDER, Phase, check, counts_as_jump
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Route
-from mosnpy.stream.chain import StreamFilterChain
+from mosnpy.stream.chain import StreamFilterChain, run_now
 from mosnpy.stream.filter import FilterPhase, StreamFilterStatus
-from mosnpy.stream.stream import LocalReply, ResetReason, Stream
+from mosnpy.stream.stream import ResetReason, Stream
 from mosnpy.upstream.cluster import Cluster
 from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
 from mosnpy.upstream.host import Host
@@ -53,7 +63,9 @@ RETRY_BACKOFF = 0.01
 
 _EMPTY_CHAIN = StreamFilterChain()
 
-Handler = Callable[[Any], Awaitable[Phase]]
+#: What a phase handler returns: the next phase, None (parked), or a wait for it.
+Step: TypeAlias = "Phase | Awaitable[Phase] | None"
+Handler = Callable[[Any], Step]
 
 #: The handler method of each phase, in :data:`ORDER`.
 _HANDLER_NAMES: dict[Phase, str] = {
@@ -117,38 +129,142 @@ class DownStream:
         self.response_started = False
         #: keep the downstream connection open after this request
         self.keep_alive = True
+        #: where the walk is (or parked)
+        self.phase = Phase.INIT
+        self.jumps = 0
+        self.completed = False
 
     # -- the machine ---------------------------------------------------------------
 
+    def _transition(self, phase: Phase, nxt: Phase) -> Phase:
+        """Check ``phase → nxt`` against the table and count backward jumps."""
+        check(phase, nxt)
+        if counts_as_jump(phase, nxt):
+            self.jumps += 1
+            if self.jumps > MAX_JUMPS:
+                log.error("stream %s: more than %d phase jumps, giving up", self.stream.id, MAX_JUMPS)
+                self._reply(replies.internal_error("too many route re-matches or host re-chooses"))
+                return Phase.UP_FILTER if not self.response_started else Phase.END
+        return nxt
+
     async def run(self) -> None:
-        """Walk the phases until END (exceptions other than a gone client propagate)."""
-        phase = Phase.INIT
-        jumps = 0
-        handlers = self._handlers
-        stats = self.ctx.stats
-        stats.requests_total += 1
-        stats.requests_active += 1
+        """Walk every phase in this task, awaiting what must wait, until END.
+
+        Exceptions other than a gone client propagate.
+        """
+        self._begin()
         gone = False
         try:
-            while phase is not Phase.END:
-                nxt = await handlers[phase.idx](self)
-                check(phase, nxt)
-                if counts_as_jump(phase, nxt):
-                    jumps += 1
-                    if jumps > MAX_JUMPS:
-                        log.error("stream %s: more than %d phase jumps, giving up", self.stream.id, MAX_JUMPS)
-                        self._reply(replies.internal_error("too many route re-matches or host re-chooses"))
-                        nxt = Phase.UP_FILTER if not self.response_started else Phase.END
-                phase = nxt
+            await self._walk(Phase.INIT)
         except (ClientGone, ConnectionClosedError):
             # Reading or writing downstream failed: the client is gone.
             self.keep_alive = False
             gone = True
         finally:
-            stats.requests_active -= 1
-            answered = self.response_started and not gone
-            stats.responses[(self.stream.response_status or 0) if answered else 0] += 1
-            self._finish()
+            self._complete(gone)
+
+    async def _walk(self, phase: Phase) -> Phase | None:
+        """Walk from ``phase``, awaiting waits; END, or None when the stream parked."""
+        handlers = self._handlers
+        end = Phase.END
+        while phase is not end:
+            step = handlers[phase.idx](self)
+            if step is None:
+                self.phase = phase
+                return None
+            if not isinstance(step, Phase):
+                step = await step
+            phase = self._transition(phase, step)
+        self.phase = end
+        return end
+
+    def advance(self, phase: Phase) -> None:
+        """Walk from ``phase`` without waiting, until END or a park.
+
+        A phase that must wait continues in a task of the downstream connection's
+        nursery (:meth:`_continue`), so nothing else on the connection waits with it.
+        A handler's exception ends the stream with a 500 (or a reset once the response
+        has started), logged and counted: a client never hangs on a bug.
+        """
+        handlers = self._handlers
+        end = Phase.END
+        try:
+            while phase is not end:
+                step = handlers[phase.idx](self)
+                if step is None:
+                    self.phase = phase
+                    return
+                if not isinstance(step, Phase):
+                    nursery = self.conn.nursery
+                    assert nursery is not None, "parked streams need a connection nursery"
+                    self.phase = phase
+                    nursery.start_soon(self._continue, phase, step)
+                    return
+                phase = self._transition(phase, step)
+        except (ClientGone, ConnectionClosedError):
+            self.keep_alive = False
+            self._complete(True)
+            return
+        except Exception as exc:
+            self._failed(phase, exc)
+            return
+        self.phase = end
+        self._complete(False)
+
+    async def _continue(self, phase: Phase, wait: Awaitable[Phase]) -> None:
+        """The rest of a walk that had to wait at ``phase`` (a task of its own)."""
+        try:
+            try:
+                nxt = self._transition(phase, await wait)
+                if await self._walk(nxt) is None:
+                    return  # parked again: an event resumes it
+            except (ClientGone, ConnectionClosedError):
+                self.keep_alive = False
+                self._complete(True)
+                return
+            except Exception as exc:
+                self._failed(self.phase, exc)
+                return
+            self._complete(False)
+        finally:
+            self._flush()
+
+    def _failed(self, phase: Phase, exc: Exception) -> None:
+        """A handler raised: answer 500 if nothing was sent yet, count it, end."""
+        log.error(
+            "stream %s: %s failed in phase %s", self.stream.id, type(self).__name__, phase.value, exc_info=exc
+        )
+        self.ctx.stats.internal_errors += 1
+        if not self.response_started and not self.completed:
+            self._reply(replies.internal_error(f"internal error in phase {phase.value}"))
+            try:
+                self._send_failure_reply()
+            except Exception:
+                log.exception("stream %s: the error reply failed too", self.stream.id)
+        self._complete(not self.response_started)
+
+    def _send_failure_reply(self) -> None:
+        """Send ``stream.local_reply`` without the phase machine (after a bug)."""
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Flush whatever the stream queued (for walks that ran in a task)."""
+
+    def _begin(self) -> None:
+        stats = self.ctx.stats
+        stats.requests_total += 1
+        stats.requests_active += 1
+
+    def _complete(self, gone: bool) -> None:
+        """Count the answer and give back every resource (once)."""
+        if self.completed:
+            return
+        self.completed = True
+        stats = self.ctx.stats
+        stats.requests_active -= 1
+        answered = self.response_started and not gone
+        stats.responses[(self.stream.response_status or 0) if answered else 0] += 1
+        self._finish()
 
     def _finish(self) -> None:
         self._release_upstream()
@@ -176,16 +292,33 @@ class DownStream:
 
     # -- request side ---------------------------------------------------------------
 
-    async def _init(self) -> Phase:
+    def _init(self) -> Step:
         return Phase.DOWN_FILTER
 
-    async def _down_filter(self) -> Phase:
-        if not self.chain.receivers:  # no receiver filters at all: nothing to run
-            return Phase.MATCH_ROUTE
-        status = await self.chain.run_receivers(FilterPhase.BEFORE_ROUTE, self.stream)
-        return self._after_receivers(status, Phase.MATCH_ROUTE)
+    def _filters(self, phase: FilterPhase, nxt: Phase, jump: StreamFilterStatus | None, back: Phase) -> Step:
+        """Run one receiver phase: inline when its filters never wait, else as a wait.
 
-    async def _match_route(self) -> Phase:
+        ``jump`` is the status that sends the stream ``back`` (re-match, re-choose).
+        """
+        chain = self.chain
+        if phase not in chain.receivers:  # nothing to run here
+            return nxt
+        coro = chain.run_receivers(phase, self.stream)
+        if chain.may_wait:
+            return self._filters_waiting(coro, nxt, jump, back)
+        status = run_now(coro)
+        return back if status is jump else self._after_receivers(status, nxt)
+
+    async def _filters_waiting(
+        self, coro: Awaitable[StreamFilterStatus], nxt: Phase, jump: StreamFilterStatus | None, back: Phase
+    ) -> Phase:
+        status = await coro
+        return back if status is jump else self._after_receivers(status, nxt)
+
+    def _down_filter(self) -> Step:
+        return self._filters(FilterPhase.BEFORE_ROUTE, Phase.MATCH_ROUTE, None, Phase.MATCH_ROUTE)
+
+    def _match_route(self) -> Step:
         s = self.stream
         routes = self.ctx.routes
         route = routes.match(s.host, s.path, s.headers) if routes is not None else None
@@ -229,15 +362,12 @@ class DownStream:
         self.global_timeout = g
         self.try_timeout = t if 0 < t < g else 0.0
 
-    async def _down_filter_after_route(self) -> Phase:
-        if not self.chain.receivers:
-            return Phase.CHOOSE_HOST
-        status = await self.chain.run_receivers(FilterPhase.AFTER_ROUTE, self.stream)
-        if status is StreamFilterStatus.REMATCH_ROUTE:
-            return Phase.MATCH_ROUTE
-        return self._after_receivers(status, Phase.CHOOSE_HOST)
+    def _down_filter_after_route(self) -> Step:
+        return self._filters(
+            FilterPhase.AFTER_ROUTE, Phase.CHOOSE_HOST, StreamFilterStatus.REMATCH_ROUTE, Phase.MATCH_ROUTE
+        )
 
-    async def _choose_host(self) -> Phase:
+    def _choose_host(self) -> Step:
         s = self.stream
         try:
             cluster = self.cluster = self.ctx.clusters.get(s.cluster_name)
@@ -257,21 +387,21 @@ class DownStream:
             return self._reply(replies.overflow(str(exc)))
         return Phase.DOWN_FILTER_AFTER_CHOOSE_HOST
 
-    async def _down_filter_after_choose_host(self) -> Phase:
-        if not self.chain.receivers:
-            return Phase.DOWN_RECV_HEADER
-        status = await self.chain.run_receivers(FilterPhase.AFTER_CHOOSE_HOST, self.stream)
-        if status is StreamFilterStatus.RECHOOSE_HOST:
-            return Phase.CHOOSE_HOST
-        return self._after_receivers(status, Phase.DOWN_RECV_HEADER)
+    def _down_filter_after_choose_host(self) -> Step:
+        return self._filters(
+            FilterPhase.AFTER_CHOOSE_HOST,
+            Phase.DOWN_RECV_HEADER,
+            StreamFilterStatus.RECHOOSE_HOST,
+            Phase.CHOOSE_HOST,
+        )
 
-    async def _down_recv_header(self) -> Phase:
+    def _down_recv_header(self) -> Step:
         raise NotImplementedError
 
-    async def _down_recv_data(self) -> Phase:
+    def _down_recv_data(self) -> Step:
         raise NotImplementedError
 
-    async def _down_recv_trailer(self) -> Phase:
+    def _down_recv_trailer(self) -> Step:
         raise NotImplementedError
 
     def _start_timers(self) -> None:
@@ -281,10 +411,13 @@ class DownStream:
             self.global_deadline = now + self.global_timeout
         self.try_deadline = now + self.try_timeout if self.try_timeout else float("inf")
 
-    async def _oneway(self) -> Phase:
+    def _oneway(self) -> Step:
         return Phase.END if self._is_oneway() else Phase.WAIT_NOTIFY
 
-    async def _retry(self) -> Phase:
+    def _retry(self) -> Step:
+        return self._retry_after_backoff()
+
+    async def _retry_after_backoff(self) -> Phase:
         assert self.cluster is not None
         await trio.sleep(RETRY_BACKOFF)
         try:
@@ -293,7 +426,7 @@ class DownStream:
             return self._reply(replies.no_healthy_host(str(exc)))
         return Phase.DOWN_RECV_HEADER
 
-    async def _wait_notify(self) -> Phase:
+    def _wait_notify(self) -> Step:
         raise NotImplementedError
 
     def _deadline_phase(self) -> Phase:
@@ -368,38 +501,38 @@ class DownStream:
         self.stream.send_local_reply(reply.status, reply.body, reply.headers)
         return Phase.UP_FILTER
 
-    async def _up_filter(self) -> Phase:
+    def _up_filter(self) -> Step:
         s = self.stream
         if s.local_reply is not None:
             s.response_status = s.local_reply.status
             s.response_headers = s.local_reply.headers
-        if self.chain.senders:
-            status = await self.chain.run_senders(s)
-            if status is StreamFilterStatus.TERMINATE:
-                self.keep_alive = False
-                return Phase.END
+        chain = self.chain
+        if not chain.senders:
+            return Phase.UP_RECV_HEADER
+        coro = chain.run_senders(s)
+        if chain.may_wait:
+            return self._senders_waiting(coro)
+        return self._after_senders(run_now(coro))
+
+    async def _senders_waiting(self, coro: Awaitable[StreamFilterStatus]) -> Phase:
+        return self._after_senders(await coro)
+
+    def _after_senders(self, status: StreamFilterStatus) -> Phase:
+        if status is StreamFilterStatus.TERMINATE:
+            self.keep_alive = False
+            return Phase.END
         return Phase.UP_RECV_HEADER
 
-    async def _up_recv_header(self) -> Phase:
-        reply = self.stream.local_reply
-        if reply is not None:
-            await self._send_local_reply(reply)
-            return Phase.END
-        return await self._send_response_head()
-
-    async def _send_local_reply(self, reply: LocalReply) -> None:
+    def _up_recv_header(self) -> Step:
         raise NotImplementedError
 
-    async def _send_response_head(self) -> Phase:
-        raise NotImplementedError
-
-    async def _up_recv_data(self) -> Phase:
+    def _up_recv_data(self) -> Step:
         return Phase.UP_RECV_TRAILER
 
-    async def _up_recv_trailer(self) -> Phase:
+    def _up_recv_trailer(self) -> Step:
         return Phase.END
 
-    async def _end(self) -> Phase:  # pragma: no cover - the loop stops before END
+    def _end(self) -> Step:  # pragma: no cover - the walk stops before END
         return Phase.END
 
 

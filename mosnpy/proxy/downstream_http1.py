@@ -18,6 +18,7 @@ from typing import Protocol
 import trio
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
+from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1 import Http1Error, Http1ServerCodec
 from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
@@ -29,6 +30,7 @@ from mosnpy.proxy.upstream_http1 import Http1Upstream
 from mosnpy.router import Route
 from mosnpy.stream.stream import LocalReply, ResetReason, Stream
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
+from mosnpy.upstream.pool import PingPongPool
 
 __all__ = ["Http1DownStream", "RequestSource"]
 
@@ -65,6 +67,7 @@ class Http1DownStream(DownStream):
         codec: Http1ServerCodec,
         source: RequestSource,
         head: RequestHead,
+        protocol: ProtocolDescriptor,
     ) -> None:
         stream = Stream(
             protocol="Http1",
@@ -78,6 +81,7 @@ class Http1DownStream(DownStream):
         stream.variables["target"] = head.target
         super().__init__(ctx, conn, stream)
         self.codec = codec
+        self.protocol = protocol
         self.source = source
         self.head = head
         self.keep_alive = head.keep_alive
@@ -126,7 +130,8 @@ class Http1DownStream(DownStream):
         if not self.stream.host:
             # An HTTP/1.0 request may lack Host; the HTTP/1.1 request upstream may not.
             self.stream.headers["host"] = self.host.address
-        pool = self.cluster.pool(self.host, "Http1")
+        pool = self.cluster.pool(self.host, self.protocol)
+        assert isinstance(pool, PingPongPool), "HTTP/1 is served by ping-pong pools of its codec"
         try:
             # A request that may not be resent gets its reused connection probed first.
             conn, reused = await pool.acquire(probe=self.head.method not in IDEMPOTENT)
@@ -281,7 +286,14 @@ class Http1DownStream(DownStream):
             self.client_gone = True
             scope.cancel()
 
-    # -- failures and retries ----------------------------------------------------------
+    # -- response side -----------------------------------------------------------------
+
+    async def _up_recv_header(self) -> Phase:
+        reply = self.stream.local_reply
+        if reply is not None:
+            await self._send_local_reply(reply)
+            return Phase.END
+        return await self._send_response_head()
 
     async def _send_response_head(self) -> Phase:
         head = self.upstream_head

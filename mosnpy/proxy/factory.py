@@ -5,6 +5,12 @@ each connection gets a :class:`ProxyFilter`.  With one concrete downstream proto
 driver starts at once; with ``Auto`` or a comma-separated list the first bytes are
 sniffed by each candidate's matcher (MOSN's SelectStreamFactoryProtocol): AGAIN keeps
 buffering, FAILED for every candidate closes the connection (logging the first bytes).
+
+The driver is chosen by what the protocol's descriptor offers, never by the protocol:
+a protocol with stream connections (every xprotocol, any third party's family) is
+served by :class:`~mosnpy.proxy.stream_server.StreamServer`.  HTTP/1 is still driven
+through its codec by :mod:`mosnpy.proxy.server_http1` until it moves onto stream
+connections too.
 """
 
 from __future__ import annotations
@@ -22,10 +28,9 @@ from mosnpy.net.filtermanager import FilterManager
 from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.matcher import MatchResult, select
 from mosnpy.protocol.registry import AUTO, known_names, lookup
-from mosnpy.protocol.xprotocol.registry import XProtocolDescriptor
 from mosnpy.proxy.context import ProxyContext
 from mosnpy.proxy.server_http1 import Http1ServerDriver
-from mosnpy.proxy.server_x import XServerDriver
+from mosnpy.proxy.stream_server import StreamServer
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Routers, RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
@@ -61,9 +66,16 @@ def resolve_protocols(spec: str) -> list[tuple[str, ProtocolDescriptor]]:
 class ProxyFilter:
     """The per-connection read filter bridging NET/IO to the protocol and proxy layers."""
 
-    def __init__(self, ctx: ProxyContext, candidates: list[tuple[str, ProtocolDescriptor]]) -> None:
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        candidates: list[tuple[str, ProtocolDescriptor]],
+        upstream: ProtocolDescriptor | None = None,
+    ) -> None:
         self.ctx = ctx
         self.candidates = candidates
+        #: the upstream protocol (None: the same as the downstream's)
+        self.upstream = upstream
         self.driver: ServerDriver | None = None
         self.conn: Connection | None = None
 
@@ -94,11 +106,9 @@ class ProxyFilter:
 
     def _make_driver(self, descriptor: ProtocolDescriptor) -> ServerDriver:
         assert self.conn is not None
-        if isinstance(descriptor, XProtocolDescriptor):
-            return XServerDriver(self.ctx, self.conn, descriptor)
-        if descriptor.name == "Http1":
-            return Http1ServerDriver(self.ctx, self.conn, self)
-        raise NotImplementedError(f"protocol {descriptor.name!r} has no proxy driver yet")
+        if descriptor.server_stream_connection is not None:
+            return StreamServer(self.ctx, self.conn, descriptor, self.upstream or descriptor)
+        return Http1ServerDriver(self.ctx, self.conn, self, descriptor)
 
     def _on_event(self, event: ConnectionEvent) -> None:
         if event is ConnectionEvent.SHUTDOWN:
@@ -114,9 +124,35 @@ class ProxyFilterFactory:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.candidates = resolve_protocols(ctx.config.downstream_protocol)
+        for name, descriptor in self.candidates:
+            if descriptor.server_stream_connection is None and name != "Http1":
+                raise UnknownNameError("protocol with stream connections", name, [])
+        self.upstream = upstream_protocol(ctx.config.upstream_protocol, self.candidates)
 
     def create_filter_chain(self, manager: FilterManager) -> None:
-        manager.add_read_filter(ProxyFilter(self.ctx, self.candidates))
+        manager.add_read_filter(ProxyFilter(self.ctx, self.candidates, self.upstream))
+
+
+def upstream_protocol(
+    spec: str, candidates: list[tuple[str, ProtocolDescriptor]]
+) -> ProtocolDescriptor | None:
+    """The upstream protocol: None for ``Auto`` (the downstream's own).
+
+    Raises:
+        UnknownNameError: ``spec`` is not registered.
+        ValueError: a downstream protocol cannot be converted to ``spec`` (no protocol
+            conversion exists yet: each protocol is forwarded as itself).
+    """
+    if spec in ("", AUTO):
+        return None
+    try:
+        target = lookup(spec)
+    except UnknownNameError as exc:
+        raise ValueError(str(exc)) from None
+    for name, descriptor in candidates:
+        if descriptor is not target:
+            raise ValueError(f"converting {name} to {spec} is not supported")
+    return target
 
 
 class BuildContext(Protocol):
@@ -167,3 +203,5 @@ def create_proxy_filter_factory(config: Mapping[str, Any], build: BuildContext) 
         return ProxyFilterFactory(ctx)
     except UnknownNameError as exc:
         raise ConfigError(f"{path}.downstream_protocol", str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}.upstream_protocol", str(exc)) from None

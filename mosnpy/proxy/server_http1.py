@@ -13,6 +13,7 @@ from collections import deque
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.net.filter import FilterStatus, ReadFilter
+from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.http1 import Http1Error, Http1ServerCodec
 from mosnpy.protocol.http1.events import EndOfMessage, Event, RequestHead
 from mosnpy.proxy.context import ProxyContext
@@ -30,8 +31,11 @@ LINGER_TIMEOUT = 5.0
 class Http1ServerDriver:
     """Serves HTTP/1.1 requests arriving on one downstream connection."""
 
-    def __init__(self, ctx: ProxyContext, conn: Connection, owner: ReadFilter) -> None:
+    def __init__(
+        self, ctx: ProxyContext, conn: Connection, owner: ReadFilter, protocol: ProtocolDescriptor
+    ) -> None:
         self.ctx = ctx
+        self.protocol = protocol
         self.conn = conn
         self.owner = owner
         self.codec = Http1ServerCodec(max_header_size=ctx.max_header_size)
@@ -59,7 +63,7 @@ class Http1ServerDriver:
                 self.conn.close()
                 break
             self.busy = True
-            downstream = Http1DownStream(self.ctx, self.conn, self.codec, self, event)
+            downstream = Http1DownStream(self.ctx, self.conn, self.codec, self, event, self.protocol)
             try:
                 keep_alive = await downstream.serve()
             except Http1Error as exc:

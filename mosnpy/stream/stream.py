@@ -14,27 +14,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
+from mosnpy.protocol.api import ResetReason
 from mosnpy.protocol.headers import HeaderMap
 
 __all__ = ["LocalReply", "ResetReason", "Stream"]
 
 _ids = itertools.count(1)
-
-
-class ResetReason(Enum):
-    """Why a stream ended without a normal response (MOSN's StreamResetReason)."""
-
-    CONNECTION_FAILED = "ConnectionFailed"
-    CONNECTION_TERMINATION = "ConnectionTermination"
-    LOCAL_RESET = "StreamLocalReset"
-    OVERFLOW = "StreamOverflow"
-    REMOTE_RESET = "StreamRemoteReset"
-    UPSTREAM_RESET = "UpstreamReset"
-    GLOBAL_TIMEOUT = "UpstreamGlobalTimeout"
-    PER_TRY_TIMEOUT = "UpstreamPerTryTimeout"
 
 
 class LocalReply:

@@ -7,14 +7,15 @@ names to clusters; the proxy asks it for a host and a pool per request attempt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import trio
 
 from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig
-from mosnpy.protocol.xprotocol import XCodec
+from mosnpy.protocol.api import PoolMode
+from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.registry import UnknownNameError
 from mosnpy.stream.stream import ResetReason
 from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
@@ -110,42 +111,46 @@ class Cluster:
     def end_retry(self) -> None:
         self.active_retries -= 1
 
-    def pool(self, host: Host, protocol: str) -> PingPongPool:
-        """The pool for ``host`` speaking ``protocol`` (created on first use)."""
-        key = (host.address, protocol)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = PingPongPool(
-                host,
-                max_connections=self.limits.max_connections,
-                connect_timeout=self.config.connect_timeout,
-                idle_timeout=self.config.idle_timeout,
-            )
-            self._pools[key] = pool
-        return pool
+    def pool(self, host: Host, protocol: ProtocolDescriptor) -> PingPongPool | MultiplexPool:
+        """The pool for ``host`` speaking ``protocol`` (created on first use).
 
-    def multiplex_pool(self, host: Host, protocol: str, codec_factory: Callable[[], XCodec]) -> MultiplexPool:
-        """The multiplexing pool for ``host`` speaking xprotocol ``protocol``.
+        A protocol with client stream connections gets a :class:`MultiplexPool` of
+        them, shaped by its pool mode (MULTIPLEX: streams spread over
+        ``max_connections`` connections, capped by ``max_request_per_conn``; PING_PONG:
+        one stream per connection); one the proxy still drives through its codec
+        (HTTP/1) gets a :class:`PingPongPool` of connections.
 
         Raises:
-            RuntimeError: the cluster manager is not running (no nursery for the
-                pool's connection tasks).
+            RuntimeError: a stream pool is needed and the cluster manager is not
+                running (no nursery for the pool's connection tasks).
         """
-        key = (host.address, protocol)
-        pool = self._mux_pools.get(key)
-        if pool is None:
+        key = (host.address, protocol.name)
+        factory = protocol.client_stream_connection
+        if factory is None:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = PingPongPool(
+                    host,
+                    max_connections=self.limits.max_connections,
+                    connect_timeout=self.config.connect_timeout,
+                    idle_timeout=self.config.idle_timeout,
+                )
+            return pool
+        mux = self._mux_pools.get(key)
+        if mux is None:
             if self.nursery is None:
-                raise RuntimeError("multiplexing pools need a running cluster manager")
-            pool = MultiplexPool(
+                raise RuntimeError("stream pools need a running cluster manager")
+            multiplex = protocol.pool_mode is PoolMode.MULTIPLEX
+            mux = self._mux_pools[key] = MultiplexPool(
                 host,
-                codec_factory,
+                factory,
                 self.nursery,
-                max_connections=self.limits.max_connections or 1,
-                max_requests_per_connection=self.config.max_request_per_conn,
+                max_connections=self.limits.max_connections or (1 if multiplex else 0),
+                max_streams_per_connection=self.config.max_request_per_conn if multiplex else 1,
+                spread=multiplex,
                 connect_timeout=self.config.connect_timeout,
             )
-            self._mux_pools[key] = pool
-        return pool
+        return mux
 
     def stats(self) -> dict[str, Any]:
         """Requests and retries in flight, hosts and pools (for the admin API)."""

@@ -1,38 +1,57 @@
-"""The multiplexing pool (xprotocol): many requests in flight per connection, by id.
+"""The stream pool: upstream connections that each carry many streams.
 
 Theory of operation
 -------------------
-A :class:`MultiplexPool` keeps up to ``max_connections`` connections to one host
-(MOSN: ``circuit_breakers[].max_connections``, default 1).  Each
-:class:`MultiplexConnection` has its own request-id counter (within the protocol's id
-width), a table ``id → waiting call``, and one reader task that decodes responses and
-wakes the call whose id matches.  A request leaves with the connection's fresh id; the
-caller restores its own id on the response (the proxy does, on the way back down).
+A :class:`MultiplexPool` keeps connections to one host, each a
+:class:`MultiplexConnection`: a net connection, the protocol's client stream connection
+(:class:`~mosnpy.protocol.api.ClientStreamConnection`, which allocates stream ids — for
+xprotocol, the remapped request ids — and decodes responses into neutral events), a
+table ``stream id → listener``, and one reader task that feeds the stream connection and
+hands each event to its stream's listener.  The pool is protocol-neutral: which stream
+connection it builds is the protocol descriptor's business.
 
-Bookkeeping is synchronous and done around each ``await``: a call registers its slot
-before it sends and removes it in ``finally``, so a caller cancelled at any point
-leaves no slot behind and a late response for it is just a stray (dropped, counted).
-When a connection is lost, every call waiting on it is woken with a reset.
+A caller gets a connection without waiting when one is ready (:meth:`MultiplexPool.ready`,
+synchronous: the proxy's hot path never awaits here) and only awaits
+:meth:`MultiplexPool.connection` when one must be dialed.  With pool mode MULTIPLEX the
+pool spreads streams round robin over ``max_connections`` connections (MOSN's
+``circuit_breakers[].max_connections``, default 1), each carrying up to
+``max_streams_per_connection`` (0: unlimited); with PING_PONG each connection carries one
+stream at a time and new connections are dialed while all are busy.
 
-Keepalive: when the codec can build heartbeats and ``keepalive_interval`` > 0, each
-connection sends one every interval while idle; ``keepalive_failures`` consecutive
-unanswered heartbeats (each given ``keepalive_timeout``) close the connection.
+Bookkeeping is synchronous: :meth:`MultiplexConnection.open_stream` registers the
+listener before anything is sent and :meth:`~MultiplexConnection.close_stream` removes
+it, so a stream abandoned at any point leaves no slot behind, and a late response for it
+is a stray the stream connection counts.  When a connection is lost, every listener on
+it receives a :class:`~mosnpy.protocol.api.StreamReset`.  Keepalive timers belong to the
+stream connection (``next_deadline``/``on_timer``); a task per connection runs them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
-from mosnpy.protocol.xprotocol import ClientSession, DecodeError, HeartbeatCodec, StreamType, XCodec, XFrame
+from mosnpy.protocol.api import (
+    ClientStreamConnection,
+    ConnectionTerminated,
+    DataReceived,
+    HeaderMap,
+    ResetReason,
+    ResponseReceived,
+    StreamEvent,
+    StreamReset,
+    TrailersReceived,
+)
+from mosnpy.stream.io import StreamIO, flush_touched
 from mosnpy.upstream.dial import Dialer
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_, UpstreamError
 from mosnpy.upstream.host import Host
 
-__all__ = ["MultiplexConnection", "MultiplexPool", "UpstreamResetError"]
+__all__ = ["MultiplexConnection", "MultiplexPool", "StreamListener", "UpstreamResetError"]
 
 log = logging.getLogger("mosnpy.upstream")
 
@@ -41,251 +60,272 @@ class UpstreamResetError(UpstreamError):
     """The connection carrying a call was lost before its response arrived."""
 
 
-class _Call:
-    """One waiting request: woken with a response or a reset."""
+class StreamListener(Protocol):
+    """Who waits for one upstream stream's events (the proxy's upstream request)."""
 
-    __slots__ = ("done", "error", "response")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.response: XFrame | None = None
-        self.error: str | None = None
+    def on_upstream_event(self, event: StreamEvent) -> None: ...
 
 
-class MultiplexConnection:
-    """One upstream connection shared by many in-flight calls."""
+def _ends(event: StreamEvent) -> bool:
+    if isinstance(event, (ResponseReceived, DataReceived)):
+        return event.end_stream
+    return isinstance(event, (TrailersReceived, StreamReset))
 
-    def __init__(self, pool: MultiplexPool, conn: Connection, codec: XCodec) -> None:
+
+class MultiplexConnection(StreamIO):
+    """One upstream connection shared by many streams."""
+
+    __slots__ = ("_reader_scope", "_timer_scope", "closed", "listeners", "pool")
+
+    sc: ClientStreamConnection
+
+    def __init__(self, pool: MultiplexPool, conn: Connection, sc: ClientStreamConnection) -> None:
+        super().__init__(conn, sc)
         self.pool = pool
-        self.conn = conn
-        self.codec = codec
-        self.session = ClientSession(codec)
-        self.calls: dict[int, _Call] = {}
-        self.stray = 0
-        self.heartbeat_failures = 0
+        self.listeners: dict[int, StreamListener] = {}
         self.closed = False
-        #: the connection's own tasks (reader, keepalive) end when it closes
+        #: the connection's own tasks (reader, timers) end when it closes
         self._reader_scope = trio.CancelScope()
-        self._keepalive_scope = trio.CancelScope()
+        self._timer_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
-        return f"<MultiplexConnection #{self.conn.id} in_flight={len(self.calls)} stray={self.stray}>"
+        return f"<MultiplexConnection #{self.conn.id} streams={len(self.listeners)}>"
 
-    async def call(self, frame: XFrame, *, oneway: bool) -> XFrame | None:
-        """Send ``frame`` with a fresh id; return the response (None for oneway).
+    def has_room(self) -> bool:
+        cap = self.pool.max_streams_per_connection
+        return not self.closed and (not cap or len(self.listeners) < cap)
 
-        Raises:
-            UpstreamResetError: the connection was lost before the response.
-        """
-        rid = self.session.next_id()
-        while rid in self.calls:  # a wrapped counter met a call still in flight
-            rid = self.session.next_id()
-        self.codec.set_request_id(frame, rid)
-        data = self.codec.encode(frame)
-        if oneway:
+    # -- streams -----------------------------------------------------------------------
+
+    def open_stream(self, listener: StreamListener) -> int:
+        """A new stream whose events go to ``listener``; returns its id."""
+        sid = self.sc.new_stream()
+        self.listeners[sid] = listener
+        self.pool.host.active_requests += 1
+        return sid
+
+    def close_stream(self, sid: int, *, reset: bool = True) -> None:
+        """Stop listening to ``sid`` (idempotent); ``reset`` tells the stream connection."""
+        if self.listeners.pop(sid, None) is not None:
+            self.pool.host.active_requests -= 1
+            if reset:
+                self.sc.reset(sid, ResetReason.LOCAL_RESET)
+                self.touch()
+
+    def _deliver(self, events: list[StreamEvent]) -> None:
+        listeners = self.listeners
+        for event in events:
+            if isinstance(event, ConnectionTerminated):
+                self.close(event.message)
+                return
+            sid = event.stream_id
+            listener = listeners.get(sid)
+            if listener is None:
+                continue
+            if _ends(event):
+                del listeners[sid]
+                self.pool.host.active_requests -= 1
             try:
-                await self.conn.send_all(data)
-            except ConnectionClosedError as exc:
-                raise UpstreamResetError(str(exc)) from exc
-            return None
-        pending = _Call()
-        self.calls[rid] = pending
-        try:
-            await self.conn.send_all(data)
-            await pending.done.wait()
-        except ConnectionClosedError as exc:
-            raise UpstreamResetError(str(exc)) from exc
-        finally:
-            if self.calls.get(rid) is pending:
-                del self.calls[rid]
-        if pending.error is not None:
-            raise UpstreamResetError(pending.error)
-        return pending.response
+                listener.on_upstream_event(event)
+            except Exception:
+                log.exception("upstream %s: stream %d listener failed", self.pool.host.address, sid)
+
+    # -- tasks -------------------------------------------------------------------------
 
     async def read_loop(self) -> None:
-        """The connection's reader task: match responses to calls until it breaks."""
+        """The connection's reader task: events to their listeners until it breaks."""
         reason = "upstream closed the connection"
+        conn = self.conn
+        sc = self.sc
         try:
             with self._reader_scope:
-                await self._read()
+                while True:
+                    data = await conn.receive_some()
+                    if not data:
+                        break
+                    self._deliver(sc.dispatch(data))
+                    self.touch()  # heartbeat answers, resets
+                    flush_touched()
         except ConnectionClosedError as exc:
             reason = f"upstream connection lost: {exc}"
-        except DecodeError as exc:
-            reason = f"upstream sent an undecodable frame: {exc}"
-            log.warning("upstream %s: %s", self.pool.host.address, reason)
-        except Exception as exc:  # a plugin codec bug costs this connection, not the server
-            reason = f"codec failed: {exc!r}"
+        except Exception as exc:  # a plugin's bug costs this connection, not the server
+            reason = f"stream connection failed: {exc!r}"
             log.exception("upstream %s: %s", self.pool.host.address, reason)
         finally:
             self.close(reason)
+            flush_touched()
 
-    async def _read(self) -> None:
-        while True:
-            data = await self.conn.receive_some()
-            if not data:
-                return
-            for frame in self.session.receive_data(data):
-                self._dispatch(frame)
-
-    def _dispatch(self, frame: XFrame) -> None:
-        if frame.stream_type is not StreamType.RESPONSE:
-            self.stray += 1  # an upstream request on a client connection: not supported
-            return
-        call = self.calls.pop(self.codec.get_request_id(frame), None)
-        if call is None:
-            self.stray += 1
-            self.pool.stray += 1
-            return
-        call.response = frame
-        call.done.set()
-
-    async def keepalive(self, interval: float, timeout: float, failures: int) -> None:
-        """Send a heartbeat every ``interval`` while idle; close after ``failures`` misses."""
-        with self._keepalive_scope:
-            await self._keepalive(interval, timeout, failures)
-
-    async def _keepalive(self, interval: float, timeout: float, failures: int) -> None:
-        codec = self.codec
-        assert isinstance(codec, HeartbeatCodec)
-        while not self.closed:
-            await trio.sleep(interval)
-            if self.closed or self.calls:
-                continue  # busy connections prove themselves alive
-            answered = False
-            with trio.move_on_after(timeout):
-                try:
-                    await self.call(codec.trigger(0), oneway=False)
-                    answered = True
-                except UpstreamResetError:
+    async def run_timers(self) -> None:
+        """Run the stream connection's timers (heartbeats) until the connection closes."""
+        sc = self.sc
+        with self._timer_scope:
+            while not self.closed:
+                deadline = sc.next_deadline()
+                if deadline == float("inf"):
                     return
-            self.heartbeat_failures = 0 if answered else self.heartbeat_failures + 1
-            if self.heartbeat_failures >= failures:
-                log.warning(
-                    "upstream %s: %d heartbeats unanswered, closing", self.pool.host.address, failures
-                )
-                self.close("heartbeats unanswered")
-                return
+                await trio.sleep_until(deadline)
+                self._deliver(sc.on_timer(trio.current_time()))
+                self.touch()
+                flush_touched()
 
     def close(self, reason: str) -> None:
-        """Close and wake every waiting call with ``reason`` (idempotent)."""
+        """Close and reset every open stream with ``reason`` (idempotent)."""
         if self.closed:
             return
         self.closed = True
         self._reader_scope.cancel()
-        self._keepalive_scope.cancel()
+        self._timer_scope.cancel()
+        self.flush()  # what is queued (a last reply) still goes
         self.conn.close()
-        calls = list(self.calls.values())
-        self.calls.clear()
-        for call in calls:
-            call.error = reason
-            call.done.set()
         self.pool.forget(self)
+        self._deliver(self.sc.connection_lost(reason))
+        for sid in list(self.listeners):  # whatever the stream connection forgot
+            self._deliver([StreamReset(sid, ResetReason.CONNECTION_TERMINATION, reason)])
 
 
 class MultiplexPool(Dialer):
-    """Connections to one host shared by concurrent calls.
+    """Connections to one host shared by concurrent streams.
 
     Args:
         host: the upstream host.
-        codec_factory: builds the protocol's codec (one per connection).
-        nursery: where connection reader and keepalive tasks run.
-        max_connections: connections to keep (1..); calls are spread round robin.
-        max_requests_per_connection: cap on calls in flight per connection (0 = none);
-            when every connection is full the call fails with overflow (503).
+        factory: builds the protocol's client stream connection (one per connection).
+        nursery: where connection reader and timer tasks run.
+        max_connections: connections to keep (0 = as many as needed).
+        max_streams_per_connection: cap on streams per connection (0 = none); when
+            every connection is full and no more may be opened, overflow (503).
+        spread: open all ``max_connections`` before sharing one (multiplexed
+            protocols); otherwise dial only when every connection is full.
         connect_timeout: seconds allowed for a connect.
-        keepalive_interval: heartbeat period when idle (0 = no heartbeats).
     """
 
     def __init__(
         self,
         host: Host,
-        codec_factory: Callable[[], XCodec],
+        factory: Callable[[], ClientStreamConnection],
         nursery: trio.Nursery,
         *,
         max_connections: int = 1,
-        max_requests_per_connection: int = 0,
+        max_streams_per_connection: int = 0,
+        spread: bool = True,
         connect_timeout: float = 10.0,
-        keepalive_interval: float = 15.0,
-        keepalive_timeout: float = 1.0,
-        keepalive_failures: int = 6,
     ) -> None:
         super().__init__(host, connect_timeout)
-        self.codec_factory = codec_factory
+        self.factory = factory
         self.nursery = nursery
-        self.max_connections = max(1, max_connections)
-        self.max_requests_per_connection = max_requests_per_connection
-        self.keepalive_interval = keepalive_interval
-        self.keepalive_timeout = keepalive_timeout
-        self.keepalive_failures = keepalive_failures
+        self.max_connections = max_connections
+        self.max_streams_per_connection = max_streams_per_connection
+        self.spread = spread and max_connections > 0
         self.connections: list[MultiplexConnection] = []
-        self.stray = 0
         self.closed = False
         self._next = 0
         self._connect_lock = trio.Lock()
         self._connect_failures = 0
         self._last_connect_error = ""
 
+    @property
+    def stray(self) -> int:
+        return sum(getattr(c.sc, "stray", 0) for c in self.connections)
+
     def __repr__(self) -> str:
-        in_flight = sum(len(c.calls) for c in self.connections)
+        in_flight = sum(len(c.listeners) for c in self.connections)
         return (
             f"<MultiplexPool {self.host.address} connections={len(self.connections)} "
-            f"connecting={self.connecting} in_flight={in_flight} stray={self.stray}>"
+            f"connecting={self.connecting} in_flight={in_flight}>"
         )
 
-    async def call(self, frame: XFrame, *, oneway: bool = False) -> XFrame | None:
-        """Send ``frame`` upstream on some connection; return its response.
+    def ready(self) -> MultiplexConnection | None:
+        """A connection with room for one more stream, or None if one must be dialed.
+
+        Raises:
+            OverflowError_: every connection is full and no more may be opened.
+        """
+        conns = self.connections
+        if self.spread and len(conns) < self.max_connections:
+            return None
+        n = len(conns)
+        for _ in range(n):
+            self._next = (self._next + 1) % n
+            mc = conns[self._next]
+            if mc.has_room():
+                return mc
+        if not self.max_connections or len(conns) + self.connecting < self.max_connections:
+            return None
+        raise OverflowError_(
+            f"{self.host.address}: {self.max_streams_per_connection} streams in flight on every connection"
+        )
+
+    async def connection(self) -> MultiplexConnection:
+        """A connection with room, dialing one if needed.
 
         Raises:
             ConnectFailedError: no connection could be made (retryable).
-            OverflowError_: every connection has ``max_requests_per_connection`` calls.
-            UpstreamResetError: the connection was lost before the response.
+            OverflowError_: every connection is full.
         """
-        mc = await self._connection()
-        self.host.active_requests += 1
-        try:
-            return await mc.call(frame, oneway=oneway)
-        finally:
-            self.host.active_requests -= 1
-
-    async def _connection(self) -> MultiplexConnection:
-        if len(self.connections) < self.max_connections:
-            failures = self._connect_failures
-            async with self._connect_lock:
-                if self._connect_failures != failures and not self.connections:
-                    # The connect we queued behind failed: share its outcome instead
-                    # of dialing again one after another (a dead host would make
-                    # each waiter pay a whole connect timeout in turn).
-                    raise ConnectFailedError(self._last_connect_error)
-                if len(self.connections) < self.max_connections:
-                    try:
-                        return await self._open()
-                    except ConnectFailedError as exc:
-                        self._connect_failures += 1
-                        self._last_connect_error = str(exc)
-                        if not self.connections:
-                            raise
-        for _ in range(len(self.connections)):
-            self._next = (self._next + 1) % len(self.connections)
-            mc = self.connections[self._next]
-            if not self.max_requests_per_connection or len(mc.calls) < self.max_requests_per_connection:
-                await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        mc = self.ready()
+        if mc is not None:
+            return mc
+        failures = self._connect_failures
+        async with self._connect_lock:
+            if self._connect_failures != failures and not self.connections:
+                # The connect we queued behind failed: share its outcome instead of
+                # dialing again one after another (a dead host would make each waiter
+                # pay a whole connect timeout in turn).
+                raise ConnectFailedError(self._last_connect_error)
+            mc = self.ready()
+            if mc is not None:
                 return mc
-        raise OverflowError_(
-            f"{self.host.address}: {self.max_requests_per_connection} requests in flight on every connection"
-        )
+            try:
+                return await self._open()
+            except ConnectFailedError as exc:
+                self._connect_failures += 1
+                self._last_connect_error = str(exc)
+                mc = self.ready() if self.connections else None
+                if mc is None:
+                    raise
+                return mc
 
     async def _open(self) -> MultiplexConnection:
         if self.closed:
             raise ConnectFailedError(f"pool for {self.host.address} is closed")
         conn = await self.dial()
-        mc = MultiplexConnection(self, conn, self.codec_factory())
+        conn.nursery = self.nursery
+        sc = self.factory()
+        sc.start(trio.current_time())
+        mc = MultiplexConnection(self, conn, sc)
         self.connections.append(mc)
         self.nursery.start_soon(mc.read_loop)
-        if self.keepalive_interval > 0 and isinstance(mc.codec, HeartbeatCodec):
-            self.nursery.start_soon(
-                mc.keepalive, self.keepalive_interval, self.keepalive_timeout, self.keepalive_failures
-            )
+        if sc.next_deadline() != float("inf"):
+            self.nursery.start_soon(mc.run_timers)
         return mc
+
+    async def call(self, headers: HeaderMap, *, oneway: bool = False) -> StreamEvent | None:
+        """Send one whole request and wait for its answer (for tools and tests; the
+        proxy drives streams itself).  Returns the :class:`ResponseReceived` (None for
+        a ``oneway`` request, which expects no answer).
+
+        Raises:
+            ConnectFailedError, OverflowError_: as :meth:`connection`.
+            UpstreamResetError: the stream was reset before its response.
+        """
+        mc = await self.connection()
+        waiter = _Waiter()
+        sid = mc.open_stream(waiter)
+        try:
+            mc.sc.send_headers(sid, headers, end_stream=True)
+            mc.touch()
+            flush_touched()
+            if oneway:
+                mc.close_stream(sid, reset=False)
+                await trio.lowlevel.checkpoint()
+                return None
+            await waiter.done.wait()
+        finally:
+            mc.close_stream(sid)
+        event = waiter.event
+        if isinstance(event, StreamReset):
+            raise UpstreamResetError(event.message or event.reason.value)
+        return event
 
     def forget(self, mc: MultiplexConnection) -> None:
         if mc in self.connections:
@@ -295,3 +335,16 @@ class MultiplexPool(Dialer):
         self.closed = True
         for mc in list(self.connections):
             mc.close("pool closed")
+
+
+class _Waiter:
+    __slots__ = ("done", "event")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.event: StreamEvent | None = None
+
+    def on_upstream_event(self, event: StreamEvent) -> None:
+        if self.event is None:
+            self.event = event
+        self.done.set()

@@ -24,6 +24,7 @@ import trio
 import mosnpy
 from mosnpy import ConfigError, MosnConfig, MosnServer, ProxyBuilder
 from mosnpy.config.models import RetryPolicyConfig
+from mosnpy.protocol.http1 import HTTP1
 from mosnpy.proxy.phases import MAX_JUMPS
 from mosnpy.stream import FilterPhase, Stream, StreamFilterChain, StreamFilterStatus
 from tests.support import PyBackend, start_py_backend
@@ -656,7 +657,7 @@ async def test_upstream_connection_close_is_not_pooled() -> None:
                 return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
 
             cluster = server.clusters.get("c")
-            pool = cluster.pool(cluster.hosts[0], "Http1")
+            pool = cluster.pool(cluster.hosts[0], HTTP1)
             assert await trio.to_thread.run_sync(get, "/close") == 200
             assert pool.idle == [] and pool.lent == 0  # dropped, not pooled
             assert await trio.to_thread.run_sync(get, "/") == 200

@@ -16,6 +16,7 @@ import trio
 
 import mosnpy
 from mosnpy import MosnServer, ProxyBuilder
+from mosnpy.protocol.http1 import HTTP1
 from mosnpy.stream import FilterPhase, Stream, StreamFilterChain, StreamFilterStatus
 
 LOCALHOST = "127.0.0.1"
@@ -102,7 +103,7 @@ async def test_upload_to_stalled_upstream_is_released_after_client_leaves() -> N
                     pass
             await client.aclose()  # the client gives up
             await trio.sleep(2.0)  # > route timeout + idle timeout
-            pool = cluster.pool(cluster.hosts[0], "Http1")
+            pool = cluster.pool(cluster.hosts[0], HTTP1)
             assert (cluster.active_requests, pool.lent, cluster.hosts[0].active_requests) == (0, 0, 0)
 
 

@@ -13,7 +13,45 @@ from collections.abc import Mapping
 import trio
 from mosnpy_toy.codec import ToyCodec, ToyFrame
 
-__all__ = ["ToyClient", "ToyProvider"]
+from mosnpy.protocol.xprotocol import XClientStreamConnection, XHeaders
+from mosnpy.upstream.host import Host
+from mosnpy.upstream.multiplex import MultiplexPool
+
+__all__ = ["ToyClient", "ToyProvider", "call", "toy_pool"]
+
+
+def toy_pool(
+    host: Host,
+    nursery: trio.Nursery,
+    *,
+    keepalive_interval: float = 15.0,
+    keepalive_timeout: float = 1.0,
+    keepalive_failures: int = 6,
+    **options: int,
+) -> MultiplexPool:
+    """A stream pool of toy-protocol client stream connections."""
+
+    def factory() -> XClientStreamConnection:
+        return XClientStreamConnection(
+            ToyCodec(),
+            keepalive_interval=keepalive_interval,
+            keepalive_timeout=keepalive_timeout,
+            keepalive_failures=keepalive_failures,
+        )
+
+    return MultiplexPool(host, factory, nursery, **options)
+
+
+async def call(pool: MultiplexPool, frame: ToyFrame, *, oneway: bool = False) -> ToyFrame | None:
+    """One toy call through ``pool``: the response frame (None for oneway)."""
+    event = await pool.call(XHeaders(frame, ToyCodec.name), oneway=oneway)
+    if event is None:
+        return None
+    headers = getattr(event, "headers", None)
+    assert isinstance(headers, XHeaders), event
+    frame = headers.frame
+    assert isinstance(frame, ToyFrame)
+    return frame
 
 
 class ToyProvider:

@@ -15,6 +15,7 @@ import mosnpy.upstream.dial as dial_module
 import mosnpy.upstream.pool as pool_module
 from mosnpy.config.models import CircuitBreakerConfig, ClusterConfig, HostConfig
 from mosnpy.net.connection import Connection
+from mosnpy.protocol.http1 import HTTP1
 from mosnpy.upstream.cluster import Cluster
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
 from mosnpy.upstream.host import Host
@@ -375,9 +376,9 @@ def test_cluster_try_start_retry_respects_max_retries() -> None:
 def test_cluster_pool_per_host_carries_limits() -> None:
     cluster = make_cluster(max_connections=3)
     h1, h2 = cluster.hosts
-    p1 = cluster.pool(h1, "Http1")
-    assert cluster.pool(h1, "Http1") is p1
-    assert cluster.pool(h2, "Http1") is not p1
+    p1 = cluster.pool(h1, HTTP1)
+    assert cluster.pool(h1, HTTP1) is p1
+    assert cluster.pool(h2, HTTP1) is not p1
     assert p1.max_connections == 3
     assert p1.host is h1
     assert repr(p1) == f"<PingPongPool {LOCALHOST}:1 lent=0 idle=0 connecting=0>"

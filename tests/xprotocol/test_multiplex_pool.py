@@ -1,4 +1,5 @@
-"""MultiplexPool bookkeeping: ids, stray responses, resets, and cancellation anywhere."""
+"""MultiplexPool bookkeeping over xprotocol stream connections: ids, stray responses,
+resets, and cancellation anywhere."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import trio
 import trio.testing
 from mosnpy_toy.codec import ToyCodec, ToyFrame
 
-from mosnpy.protocol.xprotocol import ClientSession
+from mosnpy.protocol.xprotocol import XClientStreamConnection
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
 from mosnpy.upstream.host import Host
 from mosnpy.upstream.multiplex import MultiplexPool, UpstreamResetError
 from tests.support import free_port
-from tests.support.toy import ToyProvider
+from tests.support.toy import ToyProvider, call, toy_pool
 
 
 def request(body: bytes = b"x", method: str = "echo", **headers: str) -> ToyFrame:
@@ -19,18 +20,18 @@ def request(body: bytes = b"x", method: str = "echo", **headers: str) -> ToyFram
 
 
 def in_flight(pool: MultiplexPool) -> int:
-    return sum(len(c.calls) for c in pool.connections)
+    return sum(len(c.listeners) for c in pool.connections)
 
 
 async def test_ids_are_per_connection_and_responses_find_their_caller() -> None:
     provider = ToyProvider()
     async with trio.open_nursery() as nursery:
         await nursery.start(provider.serve)
-        pool = MultiplexPool(Host(f"127.0.0.1:{provider.port}"), ToyCodec, nursery, max_connections=2)
+        pool = toy_pool(Host(f"127.0.0.1:{provider.port}"), nursery, max_connections=2)
         answers: dict[int, bytes] = {}
 
         async def one(i: int) -> None:
-            resp = await pool.call(request(f"r{i}".encode(), "slow", delay_ms=str(20 - i)))
+            resp = await call(pool, request(f"r{i}".encode(), "slow", delay_ms=str(20 - i)))
             assert resp is not None
             answers[i] = resp.body
 
@@ -46,10 +47,12 @@ async def test_ids_are_per_connection_and_responses_find_their_caller() -> None:
         provider.kill()
 
 
-def test_id_counter_wraps_within_the_width_and_skips_zero() -> None:
-    session = ClientSession(ToyCodec())
-    session._next = (1 << 32) - 2
-    assert [session.next_id() for _ in range(3)] == [(1 << 32) - 1, 1, 2]
+def test_id_counter_wraps_within_the_width_and_skips_zero_and_ids_in_use() -> None:
+    sc = XClientStreamConnection(ToyCodec())
+    sc._next = (1 << 32) - 2
+    assert [sc.new_stream() for _ in range(3)] == [(1 << 32) - 1, 1, 2]
+    sc._next = (1 << 32) - 1  # 1 and 2 are still waiting for their responses
+    assert sc.new_stream() == 3
 
 
 async def test_cancelled_at_every_point_leaves_no_slot() -> None:
@@ -57,7 +60,7 @@ async def test_cancelled_at_every_point_leaves_no_slot() -> None:
     provider = ToyProvider()
     async with trio.open_nursery() as nursery:
         await nursery.start(provider.serve)
-        pool = MultiplexPool(Host(f"127.0.0.1:{provider.port}"), ToyCodec, nursery)
+        pool = toy_pool(Host(f"127.0.0.1:{provider.port}"), nursery)
         completed = False
         k = 0
         while not completed and k < 3000:
@@ -71,7 +74,7 @@ async def test_cancelled_at_every_point_leaves_no_slot() -> None:
 
                 async with trio.open_nursery() as inner:
                     inner.start_soon(cancel_after, k)
-                    resp = await pool.call(request(b"ping"))
+                    resp = await call(pool, request(b"ping"))
                     completed = resp is not None and resp.body == b"ping"
                     inner.cancel_scope.cancel()
             # whatever point the cancel hit, no call is left registered
@@ -79,9 +82,9 @@ async def test_cancelled_at_every_point_leaves_no_slot() -> None:
             assert in_flight(pool) == 0, f"slot leaked after cancelling at point {k}"
             assert pool.connecting == 0
         assert completed, "the call never completed within 3000 scheduling points"
-        assert k > 3, "the sweep should have cancelled the call at several points first"
+        assert k > 2, "the sweep should have cancelled the call at several points first"
         # the pool still works, and late answers to cancelled calls were dropped as strays
-        resp = await pool.call(request(b"after"))
+        resp = await call(pool, request(b"after"))
         assert resp is not None and resp.body == b"after"
         assert pool.host.active_requests == 0
         pool.close()
@@ -92,12 +95,12 @@ async def test_lost_connection_resets_every_waiting_call() -> None:
     provider = ToyProvider()
     async with trio.open_nursery() as nursery:
         await nursery.start(provider.serve)
-        pool = MultiplexPool(Host(f"127.0.0.1:{provider.port}"), ToyCodec, nursery)
+        pool = toy_pool(Host(f"127.0.0.1:{provider.port}"), nursery)
         errors: list[str] = []
 
         async def waiting() -> None:
             try:
-                await pool.call(request(method="silent"))
+                await call(pool, request(method="silent"))
             except UpstreamResetError as exc:
                 errors.append(str(exc))
 
@@ -113,9 +116,9 @@ async def test_lost_connection_resets_every_waiting_call() -> None:
 
 async def test_connect_failure_and_per_connection_cap() -> None:
     async with trio.open_nursery() as nursery:
-        dead = MultiplexPool(Host(f"127.0.0.1:{free_port()}"), ToyCodec, nursery, connect_timeout=1)
+        dead = toy_pool(Host(f"127.0.0.1:{free_port()}"), nursery, connect_timeout=1)
         try:
-            await dead.call(request())
+            await call(dead, request())
         except ConnectFailedError:
             pass
         else:
@@ -124,21 +127,19 @@ async def test_connect_failure_and_per_connection_cap() -> None:
 
         provider = ToyProvider()
         await nursery.start(provider.serve)
-        capped = MultiplexPool(
-            Host(f"127.0.0.1:{provider.port}"), ToyCodec, nursery, max_requests_per_connection=2
-        )
+        capped = toy_pool(Host(f"127.0.0.1:{provider.port}"), nursery, max_streams_per_connection=2)
         outcomes: list[str] = []
 
-        async def call() -> None:
+        async def one() -> None:
             try:
-                await capped.call(request(method="slow", delay_ms="200"))
+                await call(capped, request(method="slow", delay_ms="200"))
                 outcomes.append("ok")
             except OverflowError_:
                 outcomes.append("overflow")
 
         async with trio.open_nursery() as calls:
             for _ in range(3):
-                calls.start_soon(call)
+                calls.start_soon(one)
                 await trio.testing.wait_all_tasks_blocked()
         assert sorted(outcomes) == ["ok", "ok", "overflow"]
         capped.close()
@@ -158,18 +159,18 @@ async def test_keepalive_heartbeats_close_a_silent_connection() -> None:
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, mute, listeners)
-        pool = MultiplexPool(
+        pool = toy_pool(
             Host(f"127.0.0.1:{port}"),
-            ToyCodec,
             nursery,
             keepalive_interval=0.05,
             keepalive_timeout=0.05,
             keepalive_failures=3,
         )
-        mc = await pool._connection()
+        mc = await pool.connection()
         with trio.fail_after(5):
             while not mc.closed:
                 await trio.sleep(0.02)
         assert received >= 3 * 18  # three toy heartbeats went out (18 bytes each)
-        assert mc.heartbeat_failures == 3
+        assert isinstance(mc.sc, XClientStreamConnection)
+        assert mc.sc.heartbeat_failures == 3
         nursery.cancel_scope.cancel()

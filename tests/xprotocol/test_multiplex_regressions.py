@@ -12,7 +12,8 @@ import mosnpy.upstream.dial as dial_module
 from mosnpy.protocol.xprotocol import DecodeError
 from mosnpy.upstream.errors import ConnectFailedError
 from mosnpy.upstream.host import Host
-from mosnpy.upstream.multiplex import MultiplexPool, UpstreamResetError
+from mosnpy.upstream.multiplex import UpstreamResetError
+from tests.support.toy import call, toy_pool
 
 LOCALHOST = "127.0.0.1"
 
@@ -35,13 +36,13 @@ async def test_call_cancelled_mid_send_does_not_poison_the_connection() -> None:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, provider, 0, host=LOCALHOST))
         port = listeners[0].socket.getsockname()[1]
-        pool = MultiplexPool(Host(f"{LOCALHOST}:{port}"), ToyCodec, nursery, keepalive_interval=0)
+        pool = toy_pool(Host(f"{LOCALHOST}:{port}"), nursery, keepalive_interval=0)
         with trio.move_on_after(0.15):  # e.g. the request's timeout
-            await pool.call(ToyFrame(0, 1, {"method": "echo"}, b"x" * (8 << 20)))
+            await call(pool, ToyFrame(0, 1, {"method": "echo"}, b"x" * (8 << 20)))
         answer = None
         with trio.move_on_after(1.5):
             try:
-                answer = await pool.call(ToyFrame(0, 2, {"method": "echo"}, b"small"))
+                answer = await call(pool, ToyFrame(0, 2, {"method": "echo"}, b"small"))
             except UpstreamResetError:
                 answer = ToyFrame(2, 2)  # acceptable: a fast reset, which the proxy retries
         nursery.cancel_scope.cancel()
@@ -62,12 +63,12 @@ async def test_calls_waiting_on_a_failing_connect_fail_together(monkeypatch: pyt
     monkeypatch.setattr(dial_module, "connect", slow_refused)
     failed_at: list[float] = []
     async with trio.open_nursery() as nursery:
-        pool = MultiplexPool(Host(f"{LOCALHOST}:1"), ToyCodec, nursery, keepalive_interval=0)
+        pool = toy_pool(Host(f"{LOCALHOST}:1"), nursery, keepalive_interval=0)
         start = trio.current_time()
 
         async def one(i: int) -> None:
             with pytest.raises(ConnectFailedError):
-                await pool.call(ToyFrame(0, i, {}))
+                await call(pool, ToyFrame(0, i, {}))
             failed_at.append(trio.current_time() - start)
 
         with trio.fail_after(4):

@@ -1,5 +1,5 @@
 """The xprotocol engine's sans-I/O part: the codec contract plugins implement, the
-``xprotocols`` registry, and the per-connection sessions the proxy drives."""
+``xprotocols`` registry, and the stream connections that turn any codec into streams."""
 
 from mosnpy.protocol.xprotocol.codec import (
     DecodeError,
@@ -11,20 +11,20 @@ from mosnpy.protocol.xprotocol.codec import (
     XFrame,
 )
 from mosnpy.protocol.xprotocol.registry import XPROTOCOLS, XProtocolDescriptor, descriptor
-from mosnpy.protocol.xprotocol.session import ClientSession, Received, ServerSession
+from mosnpy.protocol.xprotocol.stream import XClientStreamConnection, XHeaders, XServerStreamConnection
 
 __all__ = [
     "XPROTOCOLS",
-    "ClientSession",
     "DecodeError",
     "HeartbeatCodec",
     "HijackCodec",
     "PoolMode",
-    "Received",
-    "ServerSession",
     "StreamType",
+    "XClientStreamConnection",
     "XCodec",
     "XFrame",
+    "XHeaders",
     "XProtocolDescriptor",
+    "XServerStreamConnection",
     "descriptor",
 ]

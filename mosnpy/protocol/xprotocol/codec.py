@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import ClassVar, Protocol, runtime_checkable
 
+from mosnpy.protocol.api import PoolMode
 from mosnpy.protocol.matcher import MatchResult
 
 __all__ = [
@@ -47,13 +48,6 @@ class StreamType(Enum):
     REQUEST = "request"  # expects a response
     ONEWAY = "oneway"  # expects none
     RESPONSE = "response"
-
-
-class PoolMode(Enum):
-    """How upstream connections are shared (MOSN's PoolMode)."""
-
-    MULTIPLEX = "multiplex"  # many requests in flight per connection, matched by id
-    PING_PONG = "ping_pong"  # one request at a time per connection
 
 
 class DecodeError(Exception):

@@ -79,6 +79,11 @@ class FaultFilter:
         self.config = config
         self.rng = rng
 
+    @property
+    def may_wait(self) -> bool:
+        """Only a filter that delays waits (see :mod:`mosnpy.stream.chain`)."""
+        return self.config.delay_percent > 0 and self.config.delay_duration > 0
+
     async def on_receive(self, stream: Stream) -> StreamFilterStatus:
         cfg = self.config
         if cfg.upstream_cluster and stream.cluster_name != cfg.upstream_cluster:

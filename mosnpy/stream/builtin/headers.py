@@ -56,6 +56,9 @@ class HeaderMutationFilter:
 
     __slots__ = ("config",)
 
+    #: never waits: the proxy runs it inline (see :mod:`mosnpy.stream.chain`)
+    may_wait = False
+
     def __init__(self, config: HeaderMutationConfig) -> None:
         self.config = config
 

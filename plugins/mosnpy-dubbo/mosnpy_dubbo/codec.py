@@ -4,7 +4,8 @@ The layout is :mod:`mosnpy_dubbo.spec`; this module is its fast path (``struct``
 slicing).  A frame keeps its wire bytes: re-encoding returns them, and changing the
 request id patches only the eight id bytes, so bodies pass through untouched whatever
 their serialization.  The header view (service, method, version, group) is read from a
-hessian2 request body only when first asked for.
+hessian2 request body only when first asked for, and only as far as asked
+(:class:`~mosnpy_dubbo.request.RequestView`).
 
 Mappings (MOSN's):
 
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, ClassVar
 from mosnpy.protocol.matcher import MatchResult
 from mosnpy.protocol.xprotocol import DecodeError, PoolMode, StreamType, XFrame
 from mosnpy_dubbo.hessian import encode_string
-from mosnpy_dubbo.request import request_view
+from mosnpy_dubbo.request import RequestView
 
 if TYPE_CHECKING:
     from mosnpy.protocol.xprotocol import HeartbeatCodec, HijackCodec, XCodec
@@ -70,7 +71,7 @@ class DubboFrame:
     stream_type: StreamType
     is_heartbeat: bool
     timeout_ms: int = 0  # dubbo has no timeout in its header: the route's applies
-    _view: dict[str, str] | None = field(default=None, repr=False)
+    _view: Mapping[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, flag: int, status: int, request_id: int, body: bytes) -> DubboFrame:
@@ -92,7 +93,7 @@ class DubboFrame:
         if self._view is None:
             readable = self.stream_type is not StreamType.RESPONSE and not self.is_heartbeat
             readable = readable and self.serialization == HESSIAN2
-            self._view = request_view(self.raw, HEADER.size) if readable else {}
+            self._view = RequestView(self.raw, HEADER.size) if readable else {}
         return self._view
 
 

@@ -5,18 +5,27 @@ version, the method name, the argument types (a JVM descriptor such as
 ``Ljava/lang/String;I``), the arguments, and the attachments map.  The first four
 become ``dubbo``, ``service``, ``version`` and ``method``.  When every argument is a
 scalar (so it can be skipped without a full Hessian decoder) the string attachments are
-added as well: ``group`` as the client sent it, ``interface`` overriding ``service``, and
-any other string attachment under its own name (the four keys above always win).
+added as well: ``group`` and ``interface`` as the client sent them, and any other string
+attachment under its own name (the four keys above always win).
 
-This is MOSN's view, except that MOSN reads attachments only on listeners named
-``ingress_dubbo`` or ``egress_dubbo`` and this reads them always.
+The view is lazy (:class:`RequestView`): a route that reads ``service`` decodes the
+four leading strings and nothing else; the arguments are skipped and the attachments
+read only when some other key is asked for, or the view is iterated.  That is why
+``service`` is always the request's path, as MOSN has it on most listeners (MOSN lets
+the ``interface`` attachment override it on listeners named ``ingress_dubbo`` or
+``egress_dubbo``); match on ``interface`` to route by the attachment.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from mosnpy_dubbo.hessian import HessianError, Reader
 
-__all__ = ["count_arguments", "request_view"]
+__all__ = ["CORE_KEYS", "RequestView", "count_arguments", "request_view"]
+
+#: The leading strings of a request body, in order, under the names routes read.
+CORE_KEYS = ("dubbo", "service", "version", "method")
 
 _PRIMITIVES = frozenset("ZBCSIJFD")
 
@@ -41,24 +50,74 @@ def count_arguments(descriptor: str) -> int:
     return count
 
 
-def request_view(data: bytes | bytearray, offset: int) -> dict[str, str]:
-    """The routing keys of the hessian2 request body that starts at ``data[offset]``.
+class RequestView(Mapping[str, str]):
+    """The routing keys of the hessian2 request body at ``data[offset]``, read on demand.
 
     Never raises: what could not be read is left out.
     """
-    reader = Reader(data, offset)
-    core: dict[str, str] = {}
-    attachments: dict[str, str] = {}
-    try:
-        for key in ("dubbo", "service", "version", "method"):
-            core[key] = reader.read_string() or ""
-        for _ in range(count_arguments(reader.read_string() or "")):
-            reader.read_scalar()
-        reader.read_map(attachments)
-    except HessianError:
-        pass  # keep what was read
-    interface = attachments.get("interface")
-    view = attachments | core
-    if interface:
-        view["service"] = interface
-    return view
+
+    __slots__ = ("_all", "_core", "_data", "_end", "_offset")
+
+    def __init__(self, data: bytes | bytearray, offset: int) -> None:
+        self._data = data
+        self._offset = offset
+        self._core: dict[str, str] | None = None
+        self._all: dict[str, str] | None = None
+        self._end = -1  # where the core strings ended (-1: could not read them all)
+
+    def _read_core(self) -> dict[str, str]:
+        core: dict[str, str] = {}
+        reader = Reader(self._data, self._offset)
+        try:
+            for key in CORE_KEYS:
+                core[key] = reader.read_string() or ""
+            self._end = reader.pos
+        except HessianError:
+            pass  # keep what was read
+        self._core = core
+        return core
+
+    def _read_all(self) -> dict[str, str]:
+        core = self._core if self._core is not None else self._read_core()
+        attachments: dict[str, str] = {}
+        if self._end >= 0:
+            reader = Reader(self._data, self._end)
+            try:
+                for _ in range(count_arguments(reader.read_string() or "")):
+                    reader.read_scalar()
+                reader.read_map(attachments)
+            except HessianError:
+                pass  # keep what was read
+        view = self._all = attachments | core
+        return view
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        view = self._all
+        if view is None:
+            if key in CORE_KEYS:
+                core = self._core if self._core is not None else self._read_core()
+                return core.get(key, default)
+            if self._data.find(key.encode(), self._offset) < 0:
+                # Not even its bytes are in the body, so no attachment has this name
+                # (hessian writes a string's UTF-8 bytes contiguously): a miss needs no
+                # decoding, and a proxy probes for absent keys on every request.
+                return default
+            view = self._read_all()
+        return view.get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all if self._all is not None else self._read_all())
+
+    def __len__(self) -> int:
+        return len(self._all if self._all is not None else self._read_all())
+
+
+def request_view(data: bytes | bytearray, offset: int) -> dict[str, str]:
+    """Every routing key of the hessian2 request body at ``data[offset]``, at once."""
+    return dict(RequestView(data, offset))

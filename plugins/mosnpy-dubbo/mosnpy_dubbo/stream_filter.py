@@ -16,6 +16,9 @@ __all__ = ["DubboStreamFilter", "DubboStreamFilterFactory"]
 
 
 class DubboStreamFilter:
+    #: never waits: the proxy runs it inline (see :mod:`mosnpy.stream.chain`)
+    may_wait = False
+
     async def on_receive(self, stream: Stream) -> StreamFilterStatus:
         service = stream.headers.get("service")
         if service:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mosnpy_dubbo import hessian, spec
 from mosnpy_dubbo.codec import DubboCodec, DubboFrame
-from mosnpy_dubbo.request import count_arguments, request_view
+from mosnpy_dubbo.request import RequestView, count_arguments, request_view
 
 from mosnpy.protocol.matcher import MatchResult
 from mosnpy.protocol.xprotocol import DecodeError, StreamType
@@ -119,6 +119,23 @@ def test_attachments_after_scalar_arguments() -> None:
             "method": "hello",
             "group": "blue",
         }
+
+
+def test_the_view_reads_only_as_far_as_asked() -> None:
+    """``service`` costs the four leading strings; the attachments are read only for a
+    key whose bytes are in the body (a miss costs no decoding at all)."""
+    broken_tail = b"\xff\xff garbage"  # arguments that cannot be skipped
+    view = RequestView(_request_body("I", broken_tail, GROUP_MAP), 0)
+    assert view.get("service") == "org.demo.Greeter" and view.get("method") == "hello"
+    assert view._all is None  # nothing past the four strings was decoded
+    assert view.get("x-mosn-global-timeout") is None
+    assert view._all is None  # a key absent from the bytes needs no decoding
+    assert view.get("group") is None  # present in the bytes: decoded, but unreadable here
+    assert view._all is not None
+    # a readable body: the attachment is found on demand, the core keys still win
+    view = RequestView(_request_body("I", b"\x91", GROUP_MAP), 0)
+    assert view.get("group") == "blue" and view["service"] == "org.demo.Greeter"
+    assert dict(view) == request_view(_request_body("I", b"\x91", GROUP_MAP), 0)
 
 
 def test_an_object_argument_leaves_only_the_first_four_keys() -> None:
@@ -298,3 +315,37 @@ def test_fast_encoded_frames_parse_with_the_spec(
         len(body),
         body,
     )
+
+
+# -- the body size limit, at its edge ----------------------------------------------------------
+
+
+class SmallDubbo(DubboCodec):
+    max_body = 100
+
+
+def _header_with_length(length: int) -> bytes:
+    return b"\xda\xbb\xc2\x00" + struct.pack(">QI", 7, length)  # a two-way hessian2 request
+
+
+@pytest.mark.parametrize("codec", [CODEC, SmallDubbo()], ids=["default", "small"])
+def test_a_body_of_exactly_max_body_decodes_and_one_byte_more_is_refused(codec: DubboCodec) -> None:
+    """Catches an off-by-one in the dubbo body limit (``>=`` for ``>``, or the 16-byte
+    header counted in), and a limit hard-coded instead of read from ``max_body``."""
+    limit = codec.max_body
+    body = bytes(range(256)) * (limit // 256) + bytes(limit % 256)
+    buf = bytearray(_header_with_length(limit) + body + b"\xda")  # + the next frame's first byte
+    try:
+        frame = codec.decode(buf)
+    except DecodeError as exc:
+        pytest.fail(f"a body of exactly max_body={limit} bytes was refused: {exc}")
+    assert isinstance(frame, DubboFrame), f"a body of exactly max_body={limit} bytes was not decoded"
+    assert (frame.request_id, len(frame.body), frame.body == body) == (7, limit, True)
+    assert buf == b"\xda"
+    # Only the header yet: at the limit the codec waits for the body, one more is refused.
+    try:
+        assert codec.decode(bytearray(_header_with_length(limit))) is None
+    except DecodeError as exc:
+        pytest.fail(f"the header of a body of exactly max_body={limit} bytes was refused: {exc}")
+    with pytest.raises(DecodeError, match=f"dubbo body of {limit + 1} bytes exceeds {limit}"):
+        codec.decode(bytearray(_header_with_length(limit + 1)))

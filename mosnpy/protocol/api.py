@@ -1,0 +1,287 @@
+"""The Protocol layer's public API: neutral stream events, stream connections, pool modes.
+
+Theory of operation
+-------------------
+A *stream connection* maps one protocol onto streams, for one connection and one side
+(MOSN's ``StreamConnection``; h2's ``H2Connection`` is the model).  It is sans-I/O: the
+I/O side feeds it received bytes and sends what it queued; nothing here reads a clock
+or a socket.
+
+* :meth:`ServerStreamConnection.dispatch` (downstream) decodes requests and returns
+  neutral events, each tagged with a stream id: :class:`RequestReceived` opens a stream,
+  :class:`DataReceived` and :class:`TrailersReceived` continue it, ``end_stream`` on any
+  of them ends it, :class:`StreamReset` aborts it and :class:`ConnectionTerminated` says
+  the whole connection is unusable.  Protocol housekeeping — heartbeats, keep-alive,
+  decode errors the protocol can answer — is handled inside and only shows up as bytes
+  in the outbox.
+* :meth:`ClientStreamConnection.new_stream` (upstream) allocates a stream (for
+  xprotocol, a fresh request id on that connection: the id remapping lives here), and
+  its ``dispatch`` turns responses into :class:`ResponseReceived` / data / trailers /
+  resets for those streams.
+* Both encode commands — send headers / data / trailers on stream N, reset stream N,
+  and on the server side a *local reply* that each protocol renders in its own language
+  (an HTTP status page, an xprotocol hijack frame) — into an outbox that
+  :meth:`data_to_send` empties, so everything one batch of events produced leaves in
+  one write.
+* Timers are the caller's: a stream connection that needs one (heartbeats) says when in
+  :meth:`next_deadline` and is told the time in :meth:`on_timer`.
+
+The layers above import only this module (and :mod:`mosnpy.protocol.headers`,
+:mod:`mosnpy.protocol.registry`): a protocol family is one more pair of stream
+connections named by its :class:`~mosnpy.protocol.descriptor.ProtocolDescriptor`, with
+no change to the proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+from mosnpy.protocol.headers import HeaderMap
+
+__all__ = [
+    "ClientStreamConnection",
+    "ConnectionTerminated",
+    "DataReceived",
+    "HeaderMap",
+    "PoolMode",
+    "ProtocolConversionError",
+    "RequestReceived",
+    "ResetReason",
+    "ResponseReceived",
+    "ServerStreamConnection",
+    "StreamEvent",
+    "StreamReset",
+    "TrailersReceived",
+]
+
+
+class ResetReason(Enum):
+    """Why a stream ended without a normal response (MOSN's StreamResetReason)."""
+
+    CONNECTION_FAILED = "ConnectionFailed"
+    CONNECTION_TERMINATION = "ConnectionTermination"
+    LOCAL_RESET = "StreamLocalReset"
+    OVERFLOW = "StreamOverflow"
+    REMOTE_RESET = "StreamRemoteReset"
+    UPSTREAM_RESET = "UpstreamReset"
+    GLOBAL_TIMEOUT = "UpstreamGlobalTimeout"
+    PER_TRY_TIMEOUT = "UpstreamPerTryTimeout"
+
+
+class PoolMode(Enum):
+    """How upstream connections of a protocol are shared (MOSN's PoolMode)."""
+
+    MULTIPLEX = "multiplex"  # many streams in flight per connection
+    PING_PONG = "ping_pong"  # one stream at a time per connection
+
+
+class ProtocolConversionError(ValueError):
+    """A stream connection was asked to send headers it cannot express (e.g. another
+    protocol's frame): the pair of protocols cannot be converted."""
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+class StreamEvent:
+    """Something that happened on one stream (``stream_id``)."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields())
+        return f"{type(self).__name__}({fields})"
+
+    def _repr_fields(self) -> tuple[str, ...]:
+        return ("stream_id",)
+
+
+class RequestReceived(StreamEvent):
+    """A new stream with its request headers (server side).
+
+    ``method``, ``host`` and ``path`` are what routing reads (an RPC protocol puts its
+    service name in ``host`` and leaves ``path`` empty).  ``oneway`` requests expect no
+    response.  ``timeout`` is the request's own deadline in seconds when the protocol
+    carries one (bolt's timeout field, later gRPC's ``grpc-timeout``): None means the
+    route's, ``inf`` means none.
+    """
+
+    __slots__ = ("end_stream", "headers", "host", "method", "oneway", "path", "timeout")
+
+    def __init__(
+        self,
+        stream_id: int,
+        headers: HeaderMap,
+        *,
+        end_stream: bool,
+        method: str = "",
+        host: str = "",
+        path: str = "",
+        oneway: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.headers = headers
+        self.end_stream = end_stream
+        self.method = method
+        self.host = host
+        self.path = path
+        self.oneway = oneway
+        self.timeout = timeout
+
+    def _repr_fields(self) -> tuple[str, ...]:
+        return ("stream_id", "method", "host", "path", "end_stream")
+
+
+class ResponseReceived(StreamEvent):
+    """A stream's response headers (client side), with the response's status mapped to
+    an HTTP-style code (200 ok, 5xx failures) for retries and statistics."""
+
+    __slots__ = ("end_stream", "headers", "status")
+
+    def __init__(self, stream_id: int, headers: HeaderMap, *, status: int, end_stream: bool) -> None:
+        self.stream_id = stream_id
+        self.headers = headers
+        self.status = status
+        self.end_stream = end_stream
+
+    def _repr_fields(self) -> tuple[str, ...]:
+        return ("stream_id", "status", "end_stream")
+
+
+class DataReceived(StreamEvent):
+    """A piece of a stream's body."""
+
+    __slots__ = ("data", "end_stream")
+
+    def __init__(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.end_stream = end_stream
+
+    def _repr_fields(self) -> tuple[str, ...]:
+        return ("stream_id", "end_stream")
+
+
+class TrailersReceived(StreamEvent):
+    """A stream's trailers; they always end it."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, stream_id: int, trailers: HeaderMap) -> None:
+        self.stream_id = stream_id
+        self.trailers = trailers
+
+
+class StreamReset(StreamEvent):
+    """The peer (or the connection's loss) aborted the stream."""
+
+    __slots__ = ("message", "reason")
+
+    def __init__(self, stream_id: int, reason: ResetReason, message: str = "") -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        self.message = message
+
+    def _repr_fields(self) -> tuple[str, ...]:
+        return ("stream_id", "reason", "message")
+
+
+class ConnectionTerminated(StreamEvent):
+    """The connection cannot carry streams any more (garbage, too many missed
+    heartbeats, a GOAWAY): send what is queued, then close.  ``stream_id`` is 0."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.stream_id = 0
+        self.message = message
+
+    def _repr_fields(self) -> tuple[str, ...]:
+        return ("message",)
+
+
+# -- stream connections ---------------------------------------------------------------
+
+
+@runtime_checkable
+class StreamConnection(Protocol):
+    """What both sides share: bytes in, events out, commands in, bytes out."""
+
+    def dispatch(self, data: bytes) -> list[StreamEvent]:
+        """Decode ``data`` (plus what was buffered) into events; ``b""`` means EOF."""
+        ...
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
+
+    def send_trailers(self, stream_id: int, trailers: HeaderMap) -> None: ...
+
+    def reset(self, stream_id: int, reason: ResetReason) -> None:
+        """Abort a stream (forget it; tell the peer where the protocol can)."""
+        ...
+
+    def data_to_send(self) -> bytes:
+        """Empty and return the outbox."""
+        ...
+
+    def next_deadline(self) -> float:
+        """When :meth:`on_timer` wants to be called next (``inf``: never)."""
+        ...
+
+    def on_timer(self, now: float) -> list[StreamEvent]:
+        """The time is ``now`` (at or after :meth:`next_deadline`): run timers."""
+        ...
+
+    def connection_lost(self, message: str) -> list[StreamEvent]:
+        """The transport is gone: a reset for every open stream."""
+        ...
+
+
+@runtime_checkable
+class ServerStreamConnection(StreamConnection, Protocol):
+    """The downstream side: requests in, responses out."""
+
+    def send_headers(self, stream_id: int, headers: HeaderMap, *, status: int, end_stream: bool) -> None:
+        """The response head (``status`` is the HTTP-style code a filter may have set)."""
+        ...
+
+    def send_local_reply(self, stream_id: int, status: int, body: bytes, headers: HeaderMap) -> None:
+        """A response made by the proxy (no route 404, no upstream 502, overflow 503,
+        timeout 504, ...), in the protocol's own language; it ends the stream."""
+        ...
+
+    def expects_response(self, stream_id: int) -> bool:
+        """False for a oneway stream, or one the peer already gave up."""
+        ...
+
+
+@runtime_checkable
+class ClientStreamConnection(StreamConnection, Protocol):
+    """The upstream side: requests out, responses in."""
+
+    @property
+    def active_streams(self) -> int:
+        """Streams open on this connection."""
+        ...
+
+    def new_stream(self) -> int:
+        """Allocate a stream (for xprotocol, a fresh request id) and return its id."""
+        ...
+
+    def send_headers(self, stream_id: int, headers: HeaderMap, *, end_stream: bool) -> None:
+        """The request head; a oneway request expects nothing back and closes the stream."""
+        ...
+
+    def start(self, now: float) -> None:
+        """The connection is up (timers count from ``now``)."""
+        ...
+
+
+#: What a protocol descriptor names: factories taking the protocol's options.
+ServerFactory = Callable[..., ServerStreamConnection]
+ClientFactory = Callable[..., ClientStreamConnection]

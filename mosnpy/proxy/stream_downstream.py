@@ -1,0 +1,436 @@
+"""The phase machine over stream connections: one request, any protocol, no task of its own.
+
+Theory of operation
+-------------------
+A :class:`StreamDownStream` is one downstream stream of a
+:class:`~mosnpy.proxy.stream_server.StreamServer`.  It is created by the connection's
+reader when the server stream connection reports
+:class:`~mosnpy.protocol.api.RequestReceived`, and walks the phases right there
+(:meth:`~mosnpy.proxy.downstream.DownStream.advance`) until it must wait.  It never owns
+a task unless a phase really waits (a connect, a retry's back-off, a filter that may
+sleep); it never owns a cancel scope (its deadline is one entry in the connection's
+:class:`~mosnpy.proxy.timers.Timers`).  The I/O phases, the same for every protocol:
+
+* ``DOWN_RECV_HEADER`` takes a stream on a ready upstream connection from the cluster's
+  pool for the upstream protocol (dialing — a wait — only when none is ready) and
+  queues the request head on it: **this is the phase that connects upstream**;
+* ``DOWN_RECV_DATA`` queues the body pieces received so far and, while the request has
+  not ended, parks; each further piece is forwarded as it arrives; a piece is kept for
+  a retry while the body stays under ``retry_buffer_limit``;
+* ``DOWN_RECV_TRAILER`` ends the request upstream (trailers or an empty end) and starts
+  the timers: the request is sent;
+* ``WAIT_NOTIFY`` parks with one timer armed; the upstream connection's reader resumes
+  the stream with the response (:meth:`on_upstream_event`), a reset becomes a retry or a
+  local reply, and the timer becomes the 504 (or a per-try retry);
+* ``UP_RECV_HEADER`` encodes the response head (or the local reply, in the protocol's
+  own language) on the server stream connection; ``UP_RECV_DATA`` forwards the body as
+  it arrives (parking between pieces) and ``UP_RECV_TRAILER`` ends the stream.
+
+Nothing here writes to a socket: commands queue bytes in the stream connections'
+outboxes and mark them touched; whoever drives the batch (the downstream reader, an
+upstream reader, the timer task) flushes once at its end.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from mosnpy.protocol.api import (
+    DataReceived,
+    HeaderMap,
+    ProtocolConversionError,
+    RequestReceived,
+    ResetReason,
+    ResponseReceived,
+    StreamEvent,
+    StreamReset,
+    TrailersReceived,
+)
+from mosnpy.proxy import replies
+from mosnpy.proxy.downstream import ClientGone, DownStream, Step
+from mosnpy.proxy.phases import Phase
+from mosnpy.proxy.timers import Timer
+from mosnpy.stream.io import flush_touched
+from mosnpy.stream.stream import Stream
+from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
+from mosnpy.upstream.multiplex import MultiplexConnection, MultiplexPool
+
+if TYPE_CHECKING:
+    from mosnpy.proxy.stream_server import StreamServer
+
+__all__ = ["StreamDownStream"]
+
+log = logging.getLogger("mosnpy.proxy")
+
+_INF = float("inf")
+_WAIT_NOTIFY = Phase.WAIT_NOTIFY
+_DOWN_RECV_DATA = Phase.DOWN_RECV_DATA
+_UP_RECV_DATA = Phase.UP_RECV_DATA
+
+
+class StreamDownStream(DownStream):
+    """One request/response through the proxy over stream connections."""
+
+    def __init__(self, server: StreamServer, event: RequestReceived) -> None:
+        conn = server.conn
+        stream = Stream(
+            protocol=server.protocol.name,
+            headers=event.headers,
+            method=event.method,
+            path=event.path,
+            host=event.host,
+            downstream_address=conn.remote_address,
+            start_time=trio.current_time(),
+        )
+        super().__init__(server.ctx, conn, stream)
+        self.server = server
+        self.sid = event.stream_id
+        self.oneway = event.oneway
+        #: the request's own deadline (seconds), when its protocol carries one
+        self.own_timeout = event.timeout
+        self.request_ended = event.end_stream
+        #: body pieces received (kept for a retry while under the limit; None after)
+        self.body: list[bytes] | None = []
+        self.body_size = 0
+        self.trailers: HeaderMap | None = None
+        #: pieces of ``body`` already queued on the current upstream attempt
+        self.body_sent = 0
+        self.upstream: MultiplexConnection | None = None
+        self.up_sid = 0
+        self.up_ended = False
+        self.response: ResponseReceived | None = None
+        #: response body and trailers that arrived before the response could stream
+        self.response_parts: list[StreamEvent] = []
+        self.response_ended = False
+        self.timer: Timer | None = None
+
+    def __repr__(self) -> str:
+        return f"<StreamDownStream {self.stream.protocol}#{self.sid} {self.phase.value}>"
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def _is_oneway(self) -> bool:
+        return self.oneway
+
+    def _replayable(self) -> bool:
+        return self.body is not None
+
+    def _set_timeouts(self, route_timeout: float, try_timeout: float) -> None:
+        super()._set_timeouts(route_timeout, try_timeout)
+        own = self.own_timeout
+        if own is not None:
+            self.global_timeout = own  # the request's own deadline wins over the route's
+        if self.try_timeout >= self.global_timeout:
+            self.try_timeout = 0.0
+
+    def _release_upstream(self) -> None:
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.close_stream(self.up_sid)
+
+    def _finish(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        super()._finish()
+        self.server.stream_done(self)
+
+    def _flush(self) -> None:
+        flush_touched()
+
+    # -- request side ------------------------------------------------------------------
+
+    def _down_recv_header(self) -> Step:
+        assert self.cluster is not None and self.host is not None
+        self._finalize_request()
+        pool = self.cluster.pool(self.host, self.server.upstream_protocol)
+        assert isinstance(pool, MultiplexPool), "stream protocols are served by stream pools"
+        try:
+            mc = pool.ready()
+        except OverflowError_ as exc:
+            return self._reply(replies.overflow(str(exc)))
+        if mc is None:
+            return self._connect(pool)
+        return self._send_head(mc)
+
+    async def _connect(self, pool: MultiplexPool) -> Phase:
+        try:
+            mc = await pool.connection()
+        except OverflowError_ as exc:
+            return self._reply(replies.overflow(str(exc)))
+        except ConnectFailedError as exc:
+            log.info("stream %s: %s", self.stream.id, exc)
+            return self._upstream_failed(ResetReason.CONNECTION_FAILED, str(exc))
+        if self.completed:
+            raise ClientGone("the client left while its upstream connected")
+        return self._send_head(mc)
+
+    def _send_head(self, mc: MultiplexConnection) -> Phase:
+        sid = mc.open_stream(self)
+        self.upstream = mc
+        self.up_sid = sid
+        self.body_sent = 0
+        self.response = None
+        self.response_parts.clear()
+        self.response_ended = False
+        whole = self.request_ended and not self.body and self.trailers is None
+        try:
+            mc.sc.send_headers(sid, self.stream.headers, end_stream=whole)
+        except ProtocolConversionError as exc:
+            self._release_upstream()
+            return self._reply(replies.Reply(502, f"{exc}\n"))
+        self.up_ended = whole
+        mc.touch()
+        return _DOWN_RECV_DATA
+
+    def _down_recv_data(self) -> Step:
+        up = self.upstream
+        assert up is not None
+        body = self.body
+        if body is not None and self.body_sent < len(body):
+            for piece in body[self.body_sent :]:
+                up.sc.send_data(self.up_sid, piece, False)
+            self.body_sent = len(body)
+            up.touch()
+        if not self.request_ended:
+            return None  # park: on_downstream_event forwards the rest as it comes
+        return Phase.DOWN_RECV_TRAILER
+
+    def _down_recv_trailer(self) -> Step:
+        up = self.upstream
+        assert up is not None
+        if not self.up_ended:
+            if self.trailers is not None:
+                up.sc.send_trailers(self.up_sid, self.trailers)
+            else:
+                up.sc.send_data(self.up_sid, b"", True)
+            self.up_ended = True
+            up.touch()
+        self._start_timers()
+        return Phase.ONEWAY
+
+    def _oneway(self) -> Step:
+        if self.oneway:
+            up = self.upstream
+            if up is not None:  # nothing comes back: forget the stream quietly
+                self.upstream = None
+                up.close_stream(self.up_sid, reset=False)
+            return Phase.END
+        return _WAIT_NOTIFY
+
+    def on_downstream_event(self, event: StreamEvent) -> None:
+        """More of the request (body, trailers) or its reset, from the server reader."""
+        if self.completed:
+            return
+        if isinstance(event, StreamReset):
+            self.keep_alive = False
+            self.stream.reset(event.reason)
+            self._complete(True)
+            return
+        if isinstance(event, DataReceived):
+            data = event.data
+            if data:
+                self._keep(data)
+                up = self.upstream
+                if up is not None and self.phase is _DOWN_RECV_DATA:
+                    up.sc.send_data(self.up_sid, data, False)
+                    up.touch()
+                    if self.body is not None:
+                        self.body_sent = len(self.body)
+            ended = event.end_stream
+        elif isinstance(event, TrailersReceived):
+            self.trailers = event.trailers
+            ended = True
+        else:
+            return
+        if ended:
+            self.request_ended = True
+            if self.phase is _DOWN_RECV_DATA and self.upstream is not None:
+                self.advance(Phase.DOWN_RECV_TRAILER)
+
+    def _keep(self, data: bytes) -> None:
+        """Keep a body piece for a retry, or give up retrying once it is too big."""
+        body = self.body
+        if body is None:
+            return
+        self.body_size += len(data)
+        if self.body_size > self.ctx.retry_buffer_limit and self.upstream is not None:
+            self.body = None  # part of it is gone upstream: no retry from here on
+        else:
+            body.append(data)
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def _wait_notify(self) -> Step:
+        if self.response is not None:
+            return self._response_phase()
+        deadline = min(self.global_deadline, self.try_deadline)
+        if deadline < _INF:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.server.timers().arm(deadline, self._on_timeout)
+        return None  # park: the response, a reset or the timer resumes
+
+    def _response_phase(self) -> Phase:
+        response = self.response
+        assert response is not None
+        if self._retry_on_status(response.status):
+            return self._upstream_failed(ResetReason.UPSTREAM_RESET, f"upstream answered {response.status}")
+        s = self.stream
+        s.response_status = response.status
+        s.response_headers = response.headers
+        if s.route is not None:
+            s.route.apply_response_headers(response.headers)
+        self.response_ended = response.end_stream
+        return Phase.UP_FILTER
+
+    def on_upstream_event(self, event: StreamEvent) -> None:
+        """The upstream stream's response, body, trailers or reset (its reader calls)."""
+        if self.completed:
+            return
+        if isinstance(event, ResponseReceived):
+            if self.response is not None:
+                return
+            self.response = event
+            if self.phase is _WAIT_NOTIFY:
+                self._resume(self._response_phase())
+        elif isinstance(event, (DataReceived, TrailersReceived)):
+            self._response_part(event)
+        elif isinstance(event, StreamReset):
+            self.upstream = None  # the pool already forgot it
+            self._upstream_reset(event)
+
+    def _resume(self, nxt: Phase) -> None:
+        """Go on from the parked phase to ``nxt`` (checked against the table)."""
+        if self.timer is not None and nxt is not _WAIT_NOTIFY:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            nxt = self._transition(self.phase, nxt)
+        except Exception as exc:
+            self._failed(self.phase, exc)
+            return
+        self.advance(nxt)
+
+    def _upstream_reset(self, event: StreamReset) -> None:
+        message = f"upstream reset: {event.message or event.reason.value}"
+        if self.response_started:
+            # The response is half way downstream: all we can do is cut it.
+            self._cut(event.reason)
+        elif self.phase is _WAIT_NOTIFY or self.phase is _DOWN_RECV_DATA:
+            reason = event.reason
+            if reason is ResetReason.LOCAL_RESET:
+                reason = ResetReason.UPSTREAM_RESET
+            self._resume(self._upstream_failed(reason, message))
+        else:
+            # Still in a phase that waits (sender filters): the reply goes as it is.
+            self.response = None
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.completed:
+            return
+        if self.phase is _WAIT_NOTIFY:
+            self._resume(self._deadline_phase())
+        elif self.phase is _UP_RECV_DATA:
+            log.info("stream %s: upstream timed out mid-response", self.stream.id)
+            self._release_upstream()
+            self._cut(ResetReason.GLOBAL_TIMEOUT)
+
+    def _cut(self, reason: ResetReason) -> None:
+        """End a stream whose response already started: reset it downstream."""
+        self.stream.reset(reason)
+        self.keep_alive = False
+        self.server.sc.reset(self.sid, reason)
+        self.server.touch()
+        self._complete(True)
+
+    # -- response side -----------------------------------------------------------------
+
+    def _up_recv_header(self) -> Step:
+        reply = self.stream.local_reply
+        if reply is not None:
+            self._send_local_reply()
+            return Phase.END
+        s = self.stream
+        headers = s.response_headers
+        assert headers is not None and s.response_status is not None
+        server = self.server
+        try:
+            server.sc.send_headers(
+                self.sid, headers, status=s.response_status, end_stream=self.response_ended
+            )
+        except ProtocolConversionError as exc:
+            log.warning("stream %s: %s", self.stream.id, exc)
+            self._reply(replies.Reply(502, f"{exc}\n"))
+            self._send_local_reply()
+            return Phase.END
+        self.response_started = True
+        server.touch()
+        return _UP_RECV_DATA
+
+    def _send_local_reply(self) -> None:
+        reply = self.stream.local_reply
+        assert reply is not None
+        server = self.server
+        if not server.sc.expects_response(self.sid):
+            return  # oneway: nobody waits for an answer
+        status = self.stream.response_status or reply.status
+        try:
+            server.sc.send_local_reply(self.sid, status, reply.body, reply.headers)
+        except ProtocolConversionError as exc:
+            log.warning("stream %s: %s; closing the connection", self.stream.id, exc)
+            server.close_after_flush()
+            return
+        self.stream.response_status = status
+        self.response_started = True
+        server.touch()
+
+    def _send_failure_reply(self) -> None:
+        self._send_local_reply()
+        flush_touched()
+
+    def _response_part(self, event: StreamEvent) -> None:
+        if self.phase is not _UP_RECV_DATA:
+            self.response_parts.append(event)  # the head has not gone down yet
+            return
+        if self._forward_part(event):
+            self.advance(Phase.UP_RECV_TRAILER)
+
+    def _forward_part(self, event: StreamEvent) -> bool:
+        """Forward a response body piece or trailers; True when the response ended."""
+        sc = self.server.sc
+        if isinstance(event, DataReceived):
+            sc.send_data(self.sid, event.data, event.end_stream)
+            ended = event.end_stream
+        else:
+            assert isinstance(event, TrailersReceived)
+            sc.send_trailers(self.sid, event.trailers)
+            ended = True
+        self.server.touch()
+        if ended:
+            self.response_ended = True
+        return ended
+
+    def _up_recv_data(self) -> Step:
+        if not self.response_ended:
+            parts = self.response_parts
+            while parts:
+                if self._forward_part(parts.pop(0)):
+                    break
+            if not self.response_ended:
+                return None  # park: the upstream reader forwards the rest
+        return Phase.UP_RECV_TRAILER
+
+    def _up_recv_trailer(self) -> Step:
+        return Phase.END
+
+    def abort(self) -> None:
+        """The downstream connection is gone: give everything back now."""
+        if not self.completed:
+            self.keep_alive = False
+            self._complete(True)

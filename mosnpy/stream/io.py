@@ -1,0 +1,71 @@
+"""A stream connection bound to a net connection, and the one flush per batch.
+
+Theory of operation
+-------------------
+Stream connections (:mod:`mosnpy.protocol.api`) never write: every command they take
+appends to an outbox.  :class:`StreamIO` pairs one with the
+:class:`~mosnpy.net.connection.Connection` its bytes travel on.  Whoever queues bytes on
+a stream connection calls :meth:`StreamIO.touch`; whoever drives a batch of events (a
+connection's reader task after one ``recv``, a timer, a parked stream's task) calls
+:func:`flush_touched` once at the end, which empties every touched outbox into its
+socket with :meth:`~mosnpy.net.connection.Connection.write_nowait`.  So all answers one
+``recv`` produced leave in one ``send`` per connection, and a reader never blocks on a
+slow peer: what a socket does not take at once waits in that connection's backlog,
+which its own reader bounds (:meth:`StreamIO.over_backlog`).
+
+The touched list is per process, which is per trio run: batches never interleave,
+because flushing is synchronous and every batch ends with it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mosnpy.net.connection import Connection, ConnectionClosedError
+from mosnpy.protocol.api import StreamConnection
+
+__all__ = ["MAX_BACKLOG", "StreamIO", "flush_touched"]
+
+log = logging.getLogger("mosnpy.stream")
+
+#: Bytes a connection may have queued for a slow peer before its feeders wait.
+MAX_BACKLOG = 1 << 20
+
+_touched: list[StreamIO] = []
+
+
+class StreamIO:
+    """One stream connection and the connection it speaks over."""
+
+    __slots__ = ("conn", "sc", "touched")
+
+    def __init__(self, conn: Connection, sc: StreamConnection) -> None:
+        self.conn = conn
+        self.sc = sc
+        self.touched = False
+
+    def touch(self) -> None:
+        """Bytes were queued on :attr:`sc`: flush them at the end of this batch."""
+        if not self.touched:
+            self.touched = True
+            _touched.append(self)
+
+    def flush(self) -> None:
+        """Hand the outbox to the socket now (never waits)."""
+        self.touched = False
+        data = self.sc.data_to_send()
+        if data and not self.conn.closed:
+            try:
+                self.conn.write_nowait(data)
+            except ConnectionClosedError as exc:
+                log.debug("connection %s: write failed: %s", self.conn.id, exc)
+
+    def over_backlog(self) -> bool:
+        """The peer reads slower than we write: stop feeding it until it drains."""
+        return self.conn.write_backlog > MAX_BACKLOG
+
+
+def flush_touched() -> None:
+    """Flush every stream connection touched since the last call."""
+    while _touched:
+        _touched.pop().flush()
