@@ -353,6 +353,14 @@ class Connection:
         del data
         return True
 
+    def shutdown_write(self) -> None:
+        """Send FIN after what is queued (a half-close); reading goes on."""
+        if not self.closed:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+
     async def close_lingering(self, timeout: float) -> None:
         """Close after letting the peer finish sending: a lingering close.
 

@@ -34,7 +34,7 @@ no change to the proxy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
@@ -47,6 +47,7 @@ __all__ = [
     "HeaderMap",
     "PoolMode",
     "ProtocolConversionError",
+    "RequestHeaders",
     "RequestReceived",
     "ResetReason",
     "ResponseReceived",
@@ -80,6 +81,19 @@ class PoolMode(Enum):
 class ProtocolConversionError(ValueError):
     """A stream connection was asked to send headers it cannot express (e.g. another
     protocol's frame): the pair of protocols cannot be converted."""
+
+
+class RequestHeaders(HeaderMap):
+    """Request headers that carry their request line: ``method`` and ``target`` (path
+    and query).  HTTP protocols hand these up, so a route can rewrite the target and
+    the upstream stream connection writes what the route left there."""
+
+    __slots__ = ("method", "target")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = (), *, method: str = "", target: str = "") -> None:
+        super().__init__(items)
+        self.method = method
+        self.target = target
 
 
 # -- events ---------------------------------------------------------------------------
@@ -179,14 +193,22 @@ class TrailersReceived(StreamEvent):
 
 
 class StreamReset(StreamEvent):
-    """The peer (or the connection's loss) aborted the stream."""
+    """The peer (or the connection's loss) aborted the stream.
 
-    __slots__ = ("message", "reason")
+    ``unprocessed``: the peer cannot have acted on the request (HTTP/1: a reused
+    connection died before any byte of the answer; HTTP/2: REFUSED_STREAM), so a
+    request that is safe to repeat may be sent again at no cost.
+    """
 
-    def __init__(self, stream_id: int, reason: ResetReason, message: str = "") -> None:
+    __slots__ = ("message", "reason", "unprocessed")
+
+    def __init__(
+        self, stream_id: int, reason: ResetReason, message: str = "", *, unprocessed: bool = False
+    ) -> None:
         self.stream_id = stream_id
         self.reason = reason
         self.message = message
+        self.unprocessed = unprocessed
 
     def _repr_fields(self) -> tuple[str, ...]:
         return ("stream_id", "reason", "message")
@@ -211,7 +233,13 @@ class ConnectionTerminated(StreamEvent):
 
 @runtime_checkable
 class StreamConnection(Protocol):
-    """What both sides share: bytes in, events out, commands in, bytes out."""
+    """What both sides share: bytes in, events out, commands in, bytes out.
+
+    ``closing`` turns true when the connection must close once its outbox is sent (an
+    HTTP/1 ``Connection: close``, a stream reset HTTP/1 can only express by closing).
+    """
+
+    closing: bool
 
     def dispatch(self, data: bytes) -> list[StreamEvent]:
         """Decode ``data`` (plus what was buffered) into events; ``b""`` means EOF."""
@@ -257,6 +285,31 @@ class ServerStreamConnection(StreamConnection, Protocol):
 
     def expects_response(self, stream_id: int) -> bool:
         """False for a oneway stream, or one the peer already gave up."""
+        ...
+
+    def request_body_wanted(self, stream_id: int) -> None:
+        """The proxy is ready for the request body (HTTP/1: ``100 Continue``)."""
+        ...
+
+    def resume(self) -> list[StreamEvent]:
+        """Events held back until the previous stream's response ended (HTTP/1's
+        pipelined requests are served one at a time); ``[]`` for multiplexed protocols."""
+        ...
+
+    @property
+    def read_paused(self) -> bool:
+        """True while a held-back request waits: feed no more bytes until :meth:`resume`."""
+        ...
+
+    @property
+    def linger(self) -> bool:
+        """When closing: the peer may still be sending (an unread request body), so
+        half-close and read until it stops, or its answer may be lost to a reset."""
+        ...
+
+    def shutdown(self) -> None:
+        """Graceful drain: finish the streams in flight, accept no new ones (HTTP/1:
+        ``Connection: close`` on the current response; closing now when idle)."""
         ...
 
 

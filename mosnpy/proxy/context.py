@@ -39,8 +39,6 @@ class ProxyContext:
     #: largest request body kept in memory so the request can be retried after it
     #: was sent; larger bodies stream through and are not retried once sent.
     retry_buffer_limit: int = 1 << 20
-    #: ``extend_config.Http1.max_header_size`` (bytes of request line + headers)
-    max_header_size: int = 8192
     #: multiplexed (RPC) requests in flight per downstream connection before the proxy
     #: stops reading it (MOSN's max_request_per_conn default)
     max_requests_in_flight: int = 1024

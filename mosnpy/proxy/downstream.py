@@ -168,9 +168,9 @@ class DownStream:
         handlers = self._handlers
         end = Phase.END
         while phase is not end:
+            self.phase = phase  # a failure names the phase it happened in
             step = handlers[phase.idx](self)
             if step is None:
-                self.phase = phase
                 return None
             if not isinstance(step, Phase):
                 step = await step
@@ -498,7 +498,11 @@ class DownStream:
         return nxt
 
     def _reply(self, reply: replies.Reply) -> Phase:
-        self.stream.send_local_reply(reply.status, reply.body, reply.headers)
+        s = self.stream
+        s.send_local_reply(reply.status, reply.body, reply.headers)
+        # The reply replaces any upstream answer (sender filters may still change it).
+        s.response_status = reply.status
+        s.response_headers = reply.headers
         return Phase.UP_FILTER
 
     def _up_filter(self) -> Step:

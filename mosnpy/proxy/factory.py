@@ -6,11 +6,10 @@ driver starts at once; with ``Auto`` or a comma-separated list the first bytes a
 sniffed by each candidate's matcher (MOSN's SelectStreamFactoryProtocol): AGAIN keeps
 buffering, FAILED for every candidate closes the connection (logging the first bytes).
 
-The driver is chosen by what the protocol's descriptor offers, never by the protocol:
-a protocol with stream connections (every xprotocol, any third party's family) is
-served by :class:`~mosnpy.proxy.stream_server.StreamServer`.  HTTP/1 is still driven
-through its codec by :mod:`mosnpy.proxy.server_http1` until it moves onto stream
-connections too.
+Every protocol is served the same way, through the stream connections its descriptor
+names (:class:`~mosnpy.proxy.stream_server.StreamServer`): the proxy never knows which
+protocol it forwards.  A registered protocol without stream connections is refused
+when the config loads.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.matcher import MatchResult, select
 from mosnpy.protocol.registry import AUTO, known_names, lookup
 from mosnpy.proxy.context import ProxyContext
-from mosnpy.proxy.server_http1 import Http1ServerDriver
 from mosnpy.proxy.stream_server import StreamServer
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Routers, RouteTable
@@ -54,7 +52,8 @@ class ServerDriver(Protocol):
 
 
 def resolve_protocols(spec: str) -> list[tuple[str, ProtocolDescriptor]]:
-    """``"Http1"``, ``"Http1,Http2"`` or ``"Auto"`` → descriptors, in sniffing order.
+    """A protocol name, a comma-separated list of names, or ``"Auto"`` → descriptors, in
+    sniffing order.
 
     Raises:
         UnknownNameError: a name is not registered.
@@ -106,9 +105,7 @@ class ProxyFilter:
 
     def _make_driver(self, descriptor: ProtocolDescriptor) -> ServerDriver:
         assert self.conn is not None
-        if descriptor.server_stream_connection is not None:
-            return StreamServer(self.ctx, self.conn, descriptor, self.upstream or descriptor)
-        return Http1ServerDriver(self.ctx, self.conn, self, descriptor)
+        return StreamServer(self.ctx, self.conn, descriptor, self.upstream or descriptor)
 
     def _on_event(self, event: ConnectionEvent) -> None:
         if event is ConnectionEvent.SHUTDOWN:
@@ -124,9 +121,13 @@ class ProxyFilterFactory:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.candidates = resolve_protocols(ctx.config.downstream_protocol)
+        extend = ctx.config.extend_config
         for name, descriptor in self.candidates:
-            if descriptor.server_stream_connection is None and name != "Http1":
-                raise UnknownNameError("protocol with stream connections", name, [])
+            if descriptor.server_stream_connection is None or descriptor.client_stream_connection is None:
+                raise ValueError(f"protocol {name} has no stream connections to serve it with")
+            options = extend.get(name, {})
+            if isinstance(options, Mapping):
+                descriptor.check_options(dict(options))
         self.upstream = upstream_protocol(ctx.config.upstream_protocol, self.candidates)
 
     def create_filter_chain(self, manager: FilterManager) -> None:
@@ -188,20 +189,17 @@ def create_proxy_filter_factory(config: Mapping[str, Any], build: BuildContext) 
             routes = build.routers.get(proxy_cfg.router_config_name)
         except KeyError as exc:
             raise ConfigError(f"{path}.router_config_name", str(exc).strip("\"'")) from None
-    http1_cfg = proxy_cfg.extend_config.get("Http1", {})
     ctx = ProxyContext(
         config=proxy_cfg,
         routes=routes,
         clusters=build.clusters,
         stream_filters=build.stream_filters,
         listener_name=build.listener_name,
-        max_header_size=int(http1_cfg.get("max_header_size", 8192))
-        if isinstance(http1_cfg, Mapping)
-        else 8192,
     )
     try:
         return ProxyFilterFactory(ctx)
     except UnknownNameError as exc:
         raise ConfigError(f"{path}.downstream_protocol", str(exc)) from None
     except ValueError as exc:
-        raise ConfigError(f"{path}.upstream_protocol", str(exc)) from None
+        key = "upstream_protocol" if "convert" in str(exc) or "unknown" in str(exc) else "extend_config"
+        raise ConfigError(f"{path}.{key}", str(exc)) from None

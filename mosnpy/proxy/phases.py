@@ -12,11 +12,13 @@ The jumps:
 
 * a local reply (no route, direct response, redirect, a filter's hijack, an upstream
   error) jumps to ``UP_FILTER`` so the reply goes through the sender filters;
-* a filter may ``TERMINATE`` (jump to ``END``, no response);
+* a filter may ``TERMINATE`` (jump to ``END``, no response), and a stream whose
+  client left, or whose response had to be cut, ends from where it stands;
 * after-route filters may re-match the route, after-choose-host filters may re-choose
   the host;
-* an upstream failure that the retry policy allows jumps to ``RETRY``, which picks a
-  host again and resends from ``DOWN_RECV_HEADER``;
+* an upstream failure (a connect, a reset while sending the body or waiting, a
+  timeout, a status the policy lists) that the retry policy allows jumps to
+  ``RETRY``, which picks a host again and resends from ``DOWN_RECV_HEADER``;
 * ``ONEWAY`` ends a request that expects no response; otherwise its normal successor
   is ``WAIT_NOTIFY`` (``RETRY`` is entered only by a jump, and its successor is
   ``DOWN_RECV_HEADER``: a retry resends the request).
@@ -68,11 +70,12 @@ JUMPS: dict[Phase, frozenset[Phase]] = {
     P.DOWN_FILTER: frozenset(_REPLY | _TERMINATE),
     P.MATCH_ROUTE: frozenset(_REPLY),
     P.DOWN_FILTER_AFTER_ROUTE: frozenset({P.MATCH_ROUTE} | _REPLY | _TERMINATE),
-    P.CHOOSE_HOST: frozenset(_REPLY | _RETRY),
+    P.CHOOSE_HOST: frozenset(_REPLY),
     P.DOWN_FILTER_AFTER_CHOOSE_HOST: frozenset({P.CHOOSE_HOST} | _REPLY | _TERMINATE),
     P.DOWN_RECV_HEADER: frozenset(_RETRY | _REPLY | _TERMINATE),
     P.DOWN_RECV_DATA: frozenset(_RETRY | _REPLY | _TERMINATE),
-    P.DOWN_RECV_TRAILER: frozenset(_RETRY | _REPLY | _TERMINATE),
+    # The request's end is queued, never waited for: it cannot fail.
+    P.DOWN_RECV_TRAILER: frozenset(),
     P.ONEWAY: frozenset(_TERMINATE),
     P.RETRY: frozenset(_REPLY),
     P.WAIT_NOTIFY: frozenset(_RETRY | _REPLY | _TERMINATE),

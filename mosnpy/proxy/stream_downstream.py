@@ -42,6 +42,7 @@ from mosnpy.protocol.api import (
     DataReceived,
     HeaderMap,
     ProtocolConversionError,
+    RequestHeaders,
     RequestReceived,
     ResetReason,
     ResponseReceived,
@@ -51,8 +52,9 @@ from mosnpy.protocol.api import (
 )
 from mosnpy.proxy import replies
 from mosnpy.proxy.downstream import ClientGone, DownStream, Step
-from mosnpy.proxy.phases import Phase
+from mosnpy.proxy.phases import Phase, allowed
 from mosnpy.proxy.timers import Timer
+from mosnpy.router import Route
 from mosnpy.stream.io import flush_touched
 from mosnpy.stream.stream import Stream
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
@@ -66,6 +68,9 @@ __all__ = ["StreamDownStream"]
 log = logging.getLogger("mosnpy.proxy")
 
 _INF = float("inf")
+#: Methods a proxy may send twice (RFC 9110 §9.2.2): resent for free when the first
+#: attempt went to a kept-alive connection that turned out dead.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _WAIT_NOTIFY = Phase.WAIT_NOTIFY
 _DOWN_RECV_DATA = Phase.DOWN_RECV_DATA
 _UP_RECV_DATA = Phase.UP_RECV_DATA
@@ -85,6 +90,9 @@ class StreamDownStream(DownStream):
             downstream_address=conn.remote_address,
             start_time=trio.current_time(),
         )
+        headers = event.headers
+        if isinstance(headers, RequestHeaders):
+            stream.variables["target"] = headers.target
         super().__init__(server.ctx, conn, stream)
         self.server = server
         self.sid = event.stream_id
@@ -126,6 +134,13 @@ class StreamDownStream(DownStream):
         if self.try_timeout >= self.global_timeout:
             self.try_timeout = 0.0
 
+    def _apply_route(self, route: Route) -> None:
+        headers = self.stream.headers
+        if route.prefix_rewrite and isinstance(headers, RequestHeaders):
+            headers.target = route.rewrite_path(headers.target)
+        if route.host_rewrite:
+            headers["host"] = route.host_rewrite
+
     def _release_upstream(self) -> None:
         up = self.upstream
         if up is not None:
@@ -147,25 +162,33 @@ class StreamDownStream(DownStream):
     def _down_recv_header(self) -> Step:
         assert self.cluster is not None and self.host is not None
         self._finalize_request()
+        s = self.stream
+        if not s.host and isinstance(s.headers, RequestHeaders):
+            # An HTTP/1.0 request may lack Host; the request upstream may not.
+            s.headers["host"] = self.host.address
         pool = self.cluster.pool(self.host, self.server.upstream_protocol)
         assert isinstance(pool, MultiplexPool), "stream protocols are served by stream pools"
+        # A request that may not be resent gets a reused connection probed first.
+        probe = s.method not in IDEMPOTENT
         try:
-            mc = pool.ready()
+            mc = pool.ready(probe=probe)
         except OverflowError_ as exc:
             return self._reply(replies.overflow(str(exc)))
         if mc is None:
-            return self._connect(pool)
+            return self._connect(pool, probe)
         return self._send_head(mc)
 
-    async def _connect(self, pool: MultiplexPool) -> Phase:
+    async def _connect(self, pool: MultiplexPool, probe: bool) -> Phase:
         try:
-            mc = await pool.connection()
+            mc = await pool.connection(probe=probe)
         except OverflowError_ as exc:
             return self._reply(replies.overflow(str(exc)))
         except ConnectFailedError as exc:
             log.info("stream %s: %s", self.stream.id, exc)
             return self._upstream_failed(ResetReason.CONNECTION_FAILED, str(exc))
         if self.completed:
+            if not mc.listeners:
+                pool.released(mc)  # unused: another stream may have it
             raise ClientGone("the client left while its upstream connected")
         return self._send_head(mc)
 
@@ -197,6 +220,9 @@ class StreamDownStream(DownStream):
             self.body_sent = len(body)
             up.touch()
         if not self.request_ended:
+            server = self.server
+            server.sc.request_body_wanted(self.sid)  # HTTP/1: 100 Continue, if asked
+            server.touch()
             return None  # park: on_downstream_event forwards the rest as it comes
         return Phase.DOWN_RECV_TRAILER
 
@@ -229,7 +255,7 @@ class StreamDownStream(DownStream):
         if isinstance(event, StreamReset):
             self.keep_alive = False
             self.stream.reset(event.reason)
-            self._complete(True)
+            self._end_early()
             return
         if isinstance(event, DataReceived):
             data = event.data
@@ -250,7 +276,7 @@ class StreamDownStream(DownStream):
         if ended:
             self.request_ended = True
             if self.phase is _DOWN_RECV_DATA and self.upstream is not None:
-                self.advance(Phase.DOWN_RECV_TRAILER)
+                self._resume(Phase.DOWN_RECV_TRAILER)
 
     def _keep(self, data: bytes) -> None:
         """Keep a body piece for a retry, or give up retrying once it is too big."""
@@ -268,11 +294,7 @@ class StreamDownStream(DownStream):
     def _wait_notify(self) -> Step:
         if self.response is not None:
             return self._response_phase()
-        deadline = min(self.global_deadline, self.try_deadline)
-        if deadline < _INF:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.server.timers().arm(deadline, self._on_timeout)
+        self._arm(min(self.global_deadline, self.try_deadline))
         return None  # park: the response, a reset or the timer resumes
 
     def _response_phase(self) -> Phase:
@@ -286,7 +308,18 @@ class StreamDownStream(DownStream):
         if s.route is not None:
             s.route.apply_response_headers(response.headers)
         self.response_ended = response.end_stream
+        if not response.end_stream and self.try_deadline < self.global_deadline:
+            # A per-try timeout bounds the wait for the head; the body gets the rest
+            # of the global deadline.
+            self._arm(self.global_deadline)
         return Phase.UP_FILTER
+
+    def _arm(self, deadline: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if deadline < _INF:
+            self.timer = self.server.timers().arm(deadline, self._on_timeout)
 
     def on_upstream_event(self, event: StreamEvent) -> None:
         """The upstream stream's response, body, trailers or reset (its reader calls)."""
@@ -305,10 +338,11 @@ class StreamDownStream(DownStream):
             self._upstream_reset(event)
 
     def _resume(self, nxt: Phase) -> None:
-        """Go on from the parked phase to ``nxt`` (checked against the table)."""
-        if self.timer is not None and nxt is not _WAIT_NOTIFY:
-            self.timer.cancel()
-            self.timer = None
+        """Go on from the parked phase to ``nxt`` (checked against the table).
+
+        The timer stays armed: it bounds the response's body too, and ends with the
+        stream (or is re-armed by the next WAIT_NOTIFY).
+        """
         try:
             nxt = self._transition(self.phase, nxt)
         except Exception as exc:
@@ -320,12 +354,16 @@ class StreamDownStream(DownStream):
         message = f"upstream reset: {event.message or event.reason.value}"
         if self.response_started:
             # The response is half way downstream: all we can do is cut it.
-            self._cut(event.reason)
+            log.info("stream %s: upstream broke mid-response: %s", self.stream.id, message)
+            self._cut(ResetReason.UPSTREAM_RESET)
         elif self.phase is _WAIT_NOTIFY or self.phase is _DOWN_RECV_DATA:
             reason = event.reason
             if reason is ResetReason.LOCAL_RESET:
                 reason = ResetReason.UPSTREAM_RESET
-            self._resume(self._upstream_failed(reason, message))
+            # Nothing of the answer came from a reused connection: most likely the
+            # server closed it while idle; a request safe to repeat goes again, free.
+            stale = event.unprocessed and self.stream.method in IDEMPOTENT
+            self._resume(self._upstream_failed(reason, message, stale=stale))
         else:
             # Still in a phase that waits (sender filters): the reply goes as it is.
             self.response = None
@@ -347,6 +385,13 @@ class StreamDownStream(DownStream):
         self.keep_alive = False
         self.server.sc.reset(self.sid, reason)
         self.server.touch()
+        self._end_early()
+
+    def _end_early(self) -> None:
+        """End where the stream stands (a cut response, a client gone): the phase's
+        jump to END, then give everything back."""
+        if Phase.END in allowed(self.phase):
+            self.phase = self._transition(self.phase, Phase.END)
         self._complete(True)
 
     # -- response side -----------------------------------------------------------------
@@ -399,7 +444,7 @@ class StreamDownStream(DownStream):
             self.response_parts.append(event)  # the head has not gone down yet
             return
         if self._forward_part(event):
-            self.advance(Phase.UP_RECV_TRAILER)
+            self._resume(Phase.UP_RECV_TRAILER)
 
     def _forward_part(self, event: StreamEvent) -> bool:
         """Forward a response body piece or trailers; True when the response ended."""
@@ -430,7 +475,12 @@ class StreamDownStream(DownStream):
         return Phase.END
 
     def abort(self) -> None:
-        """The downstream connection is gone: give everything back now."""
+        """The downstream connection is gone: give everything back now.
+
+        A stream parked in DOWN_RECV_DATA, WAIT_NOTIFY or UP_RECV_DATA, or waiting in a
+        task (connect, filters), jumps to END; one sleeping a retry back-off (RETRY has
+        no such jump) just ends with its cancelled task.
+        """
         if not self.completed:
             self.keep_alive = False
-            self._complete(True)
+            self._end_early()

@@ -25,6 +25,7 @@ from mosnpy.net.filter import FilterStatus
 from mosnpy.protocol.api import (
     ConnectionTerminated,
     RequestReceived,
+    ResetReason,
     ServerStreamConnection,
     StreamEvent,
 )
@@ -38,11 +39,28 @@ __all__ = ["StreamServer"]
 
 log = logging.getLogger("mosnpy.proxy")
 
+#: How long a closing connection keeps reading (and discarding) what the client still
+#: sends after its final response, so the client gets to read that response.
+LINGER_TIMEOUT = 5.0
+
 
 class StreamServer(StreamIO):
     """Serves one downstream connection of a protocol with stream connections."""
 
-    __slots__ = ("_room", "_timers", "ctx", "draining", "protocol", "streams", "upstream_protocol")
+    __slots__ = (
+        "_busy",
+        "_closed",
+        "_closing",
+        "_resume_pending",
+        "_resumed",
+        "_room",
+        "_timers",
+        "ctx",
+        "draining",
+        "protocol",
+        "streams",
+        "upstream_protocol",
+    )
 
     sc: ServerStreamConnection
 
@@ -63,7 +81,13 @@ class StreamServer(StreamIO):
         self.streams: dict[int, StreamDownStream] = {}
         self.draining = False
         self._room: trio.Event | None = None
+        self._resumed: trio.Event | None = None
+        self._closed = trio.Event()
         self._timers: Timers | None = None
+        #: inside a batch (a later one serves held-back requests itself)
+        self._busy = False
+        self._resume_pending = False
+        self._closing = False
         conn.add_event_listener(self._on_connection_event)
 
     def timers(self) -> Timers:
@@ -81,19 +105,28 @@ class StreamServer(StreamIO):
         events = self.sc.dispatch(data)
         done = 0
         while True:
+            self._busy = True
             try:
                 done = self._dispatch(events, done)
+                if done >= len(events):
+                    self._pump()
             finally:
+                self._busy = False
                 self.touch()
-                flush_touched()
+                slow = flush_touched()
+                self._check_closing()
             if done >= len(events) or self.conn.closed:
                 break
             # Backpressure: at max_requests_in_flight, hold the rest of this batch and
             # stop reading (the client's sends block in TCP) until some are answered.
             self._room = trio.Event()
             await self._room.wait()
-        if self.over_backlog():
-            await self.conn.drain()  # the client does not read its answers: wait for it
+        for io in slow:
+            await io.conn.drain()  # an upstream (or this client) is not keeping up
+        while self.sc.read_paused and not self.conn.closed:
+            # A pipelined request waits for the one before it: read no further.
+            self._resumed = trio.Event()
+            await self._resumed.wait()
         return FilterStatus.STOP
 
     def _dispatch(self, events: list[StreamEvent], start: int) -> int:
@@ -115,7 +148,7 @@ class StreamServer(StreamIO):
                 ds.advance(ds.phase)
             elif isinstance(event, ConnectionTerminated):
                 log.info("connection %s: %s; closing", self.conn.id, event.message)
-                self.close_after_flush()
+                self.sc.closing = True
                 return len(events)
             else:
                 found = streams.get(event.stream_id)
@@ -123,35 +156,96 @@ class StreamServer(StreamIO):
                     found.on_downstream_event(event)
         return len(events)
 
+    def _pump(self) -> None:
+        """Serve requests the stream connection held back, one after another (HTTP/1
+        pipelining), iteratively: a stream that completes at once only asks again."""
+        while self._resume_pending and not self.conn.closed:
+            self._resume_pending = False
+            events = self.sc.resume()
+            if events:
+                self._dispatch(events, 0)
+        resumed = self._resumed
+        if resumed is not None and not self.sc.read_paused:
+            self._resumed = None
+            resumed.set()
+
     def stream_done(self, ds: StreamDownStream) -> None:
-        """A stream completed: free its slot (and maybe the reader, or the connection)."""
-        if self.streams.get(ds.sid) is ds:
-            del self.streams[ds.sid]
+        """A stream completed: free its slot, serve what waited, maybe close."""
+        sid = ds.sid
+        if self.streams.get(sid) is ds:
+            del self.streams[sid]
+        sc = self.sc
+        if not ds.response_started and sc.expects_response(sid):
+            sc.reset(sid, ResetReason.LOCAL_RESET)  # no answer will come (TERMINATE, a reset)
+            self.touch()
         room = self._room
         if room is not None and len(self.streams) < self.ctx.max_requests_in_flight:
             self._room = None
             room.set()
         if self.draining and not self.streams:
-            self.close_after_flush()
+            sc.closing = True
+        self._resume_pending = True
+        if not self._busy:
+            self._busy = True
+            try:
+                self._pump()
+            finally:
+                self._busy = False
+            self.touch()
+            self._check_closing(flushed=False)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _check_closing(self, *, flushed: bool = True) -> None:
+        """Close once the stream connection asks to, after what is queued is sent."""
+        if not self.sc.closing or self._closing or self.conn.closed:
+            return
+        self._closing = True
+        if flushed and not self.sc.linger and not self.conn.write_backlog:
+            self.conn.close()
+            return
+        nursery = self.conn.nursery
+        if nursery is None:
+            self.conn.close()
+            return
+        nursery.start_soon(self._close_when_sent)
+
+    async def _close_when_sent(self) -> None:
+        conn = self.conn
+        await conn.drain()  # also lets the batch that asked for the close flush first
+        self.flush()
+        await conn.drain()
+        if self.sc.linger and not conn.closed:
+            # The client may still be sending (an unread body): stop writing, keep
+            # reading (the reader discards) until it closes, so it reads the answer
+            # instead of a reset.
+            conn.shutdown_write()
+            with trio.move_on_after(LINGER_TIMEOUT):
+                await self._closed.wait()
+        conn.close()
 
     def close_after_flush(self) -> None:
         """Send what is queued, then close."""
-        self.flush()
-        self.conn.close()
+        self.sc.closing = True
+        self._check_closing(flushed=False)
 
     # -- connection events ---------------------------------------------------------------
 
     def _on_connection_event(self, event: ConnectionEvent) -> None:
         if event.is_close:
+            self._closed.set()
             for ds in list(self.streams.values()):
                 ds.abort()
             self.streams.clear()
-            if self._room is not None:
-                self._room.set()
-                self._room = None
+            for waiting in (self._room, self._resumed):
+                if waiting is not None:
+                    waiting.set()
+            self._room = self._resumed = None
 
     def on_shutdown(self) -> None:
-        """Graceful drain: close once the streams in flight are answered."""
+        """Graceful drain: finish the streams in flight, then close."""
         self.draining = True
+        self.sc.shutdown()
         if not self.streams:
-            self.close_after_flush()
+            self.sc.closing = True
+        self._check_closing(flushed=False)

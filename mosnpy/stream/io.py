@@ -65,7 +65,13 @@ class StreamIO:
         return self.conn.write_backlog > MAX_BACKLOG
 
 
-def flush_touched() -> None:
-    """Flush every stream connection touched since the last call."""
+def flush_touched() -> list[StreamIO]:
+    """Flush every stream connection touched since the last call; return those whose
+    peer is not keeping up (their feeders should :meth:`~Connection.drain` them)."""
+    slow: list[StreamIO] = []
     while _touched:
-        _touched.pop().flush()
+        io = _touched.pop()
+        io.flush()
+        if io.conn.write_backlog > MAX_BACKLOG:
+            slow.append(io)
+    return slow

@@ -23,7 +23,6 @@ from mosnpy.upstream.health import HealthMonitor
 from mosnpy.upstream.host import Host
 from mosnpy.upstream.lb import LbContext, LoadBalancer
 from mosnpy.upstream.multiplex import MultiplexPool
-from mosnpy.upstream.pool import PingPongPool
 from mosnpy.upstream.registry import CLUSTER_TYPES, LOAD_BALANCERS
 
 __all__ = ["Cluster", "ClusterManager", "UpstreamStats"]
@@ -67,8 +66,7 @@ class Cluster:
             if config.health_check is not None
             else None
         )
-        self._pools: dict[tuple[str, str], PingPongPool] = {}
-        self._mux_pools: dict[tuple[str, str], MultiplexPool] = {}
+        self._pools: dict[tuple[str, str], MultiplexPool] = {}
         #: where multiplexing pools run their connection tasks (set by the manager)
         self.nursery: trio.Nursery | None = None
 
@@ -111,37 +109,30 @@ class Cluster:
     def end_retry(self) -> None:
         self.active_retries -= 1
 
-    def pool(self, host: Host, protocol: ProtocolDescriptor) -> PingPongPool | MultiplexPool:
+    def pool(self, host: Host, protocol: ProtocolDescriptor) -> MultiplexPool:
         """The pool for ``host`` speaking ``protocol`` (created on first use).
 
-        A protocol with client stream connections gets a :class:`MultiplexPool` of
-        them, shaped by its pool mode (MULTIPLEX: streams spread over
-        ``max_connections`` connections, capped by ``max_request_per_conn``; PING_PONG:
-        one stream per connection); one the proxy still drives through its codec
-        (HTTP/1) gets a :class:`PingPongPool` of connections.
+        The pool holds the protocol's client stream connections, shaped by its pool
+        mode: MULTIPLEX spreads streams over ``max_connections`` connections (default
+        1), each carrying up to ``max_request_per_conn``; PING_PONG carries one stream
+        per connection and dials more up to ``max_connections`` (0: no cap), reusing
+        idle ones most recent first.
 
         Raises:
-            RuntimeError: a stream pool is needed and the cluster manager is not
-                running (no nursery for the pool's connection tasks).
+            RuntimeError: the cluster manager is not running (no nursery for the
+                pool's connection tasks), or the protocol has no client stream
+                connection.
         """
         key = (host.address, protocol.name)
-        factory = protocol.client_stream_connection
-        if factory is None:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = self._pools[key] = PingPongPool(
-                    host,
-                    max_connections=self.limits.max_connections,
-                    connect_timeout=self.config.connect_timeout,
-                    idle_timeout=self.config.idle_timeout,
-                )
-            return pool
-        mux = self._mux_pools.get(key)
-        if mux is None:
+        pool = self._pools.get(key)
+        if pool is None:
+            factory = protocol.client_stream_connection
+            if factory is None:
+                raise RuntimeError(f"protocol {protocol.name} has no client stream connection")
             if self.nursery is None:
                 raise RuntimeError("stream pools need a running cluster manager")
             multiplex = protocol.pool_mode is PoolMode.MULTIPLEX
-            mux = self._mux_pools[key] = MultiplexPool(
+            pool = self._pools[key] = MultiplexPool(
                 host,
                 factory,
                 self.nursery,
@@ -149,8 +140,9 @@ class Cluster:
                 max_streams_per_connection=self.config.max_request_per_conn if multiplex else 1,
                 spread=multiplex,
                 connect_timeout=self.config.connect_timeout,
+                idle_timeout=self.config.idle_timeout,
             )
-        return mux
+        return pool
 
     def stats(self) -> dict[str, Any]:
         """Requests and retries in flight, hosts and pools (for the admin API)."""
@@ -167,14 +159,12 @@ class Cluster:
                 }
                 for h in self.hosts
             ],
-            "pools": [repr(p) for p in [*self._pools.values(), *self._mux_pools.values()]],
+            "pools": [repr(p) for p in self._pools.values()],
         }
 
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
-        for mux in self._mux_pools.values():
-            mux.close()
 
 
 class ClusterManager:

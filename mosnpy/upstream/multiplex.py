@@ -51,9 +51,14 @@ from mosnpy.upstream.dial import Dialer
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_, UpstreamError
 from mosnpy.upstream.host import Host
 
-__all__ = ["MultiplexConnection", "MultiplexPool", "StreamListener", "UpstreamResetError"]
+__all__ = ["PEEK_AFTER_IDLE", "MultiplexConnection", "MultiplexPool", "StreamListener", "UpstreamResetError"]
 
 log = logging.getLogger("mosnpy.upstream")
+
+#: Only a connection idle longer than this gets the ``MSG_PEEK`` liveness probe (one
+#: syscall) before reuse.  A fresher one that turns out dead is caught anyway: its
+#: stream is reset as unprocessed and a request safe to repeat is resent.
+PEEK_AFTER_IDLE = 1.0
 
 
 class UpstreamResetError(UpstreamError):
@@ -111,6 +116,10 @@ class MultiplexConnection(StreamIO):
             if reset:
                 self.sc.reset(sid, ResetReason.LOCAL_RESET)
                 self.touch()
+            if self.sc.closing:
+                self.close("stream abandoned mid-exchange")
+            elif not self.listeners:
+                self.pool.released(self)
 
     def _deliver(self, events: list[StreamEvent]) -> None:
         listeners = self.listeners
@@ -129,6 +138,11 @@ class MultiplexConnection(StreamIO):
                 listener.on_upstream_event(event)
             except Exception:
                 log.exception("upstream %s: stream %d listener failed", self.pool.host.address, sid)
+        if not self.listeners:
+            if self.sc.closing:
+                self.close("the upstream closes this connection")
+            else:
+                self.pool.released(self)
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -141,11 +155,16 @@ class MultiplexConnection(StreamIO):
             with self._reader_scope:
                 while True:
                     data = await conn.receive_some()
+                    self._deliver(sc.dispatch(data))  # b"": EOF may end a response too
+                    self.touch()  # heartbeat answers, resets
+                    slow = flush_touched()
                     if not data:
                         break
-                    self._deliver(sc.dispatch(data))
-                    self.touch()  # heartbeat answers, resets
-                    flush_touched()
+                    if slow and not self.pool.spread:
+                        # A connection of its own stream: a slow client may hold it back
+                        # (a shared one must not, or every stream on it would wait).
+                        for io in slow:
+                            await io.conn.drain()
         except ConnectionClosedError as exc:
             reason = f"upstream connection lost: {exc}"
         except Exception as exc:  # a plugin's bug costs this connection, not the server
@@ -196,6 +215,7 @@ class MultiplexPool(Dialer):
         spread: open all ``max_connections`` before sharing one (multiplexed
             protocols); otherwise dial only when every connection is full.
         connect_timeout: seconds allowed for a connect.
+        idle_timeout: close connections idle longer than this before reuse (0: keep).
     """
 
     def __init__(
@@ -208,14 +228,18 @@ class MultiplexPool(Dialer):
         max_streams_per_connection: int = 0,
         spread: bool = True,
         connect_timeout: float = 10.0,
+        idle_timeout: float = 0.0,
     ) -> None:
         super().__init__(host, connect_timeout)
+        self.idle_timeout = idle_timeout
         self.factory = factory
         self.nursery = nursery
         self.max_connections = max_connections
         self.max_streams_per_connection = max_streams_per_connection
         self.spread = spread and max_connections > 0
         self.connections: list[MultiplexConnection] = []
+        #: connections with no stream (one-stream-at-a-time pools), most recent last
+        self.idle: list[MultiplexConnection] = []
         self.closed = False
         self._next = 0
         self._connect_lock = trio.Lock()
@@ -228,13 +252,19 @@ class MultiplexPool(Dialer):
 
     def __repr__(self) -> str:
         in_flight = sum(len(c.listeners) for c in self.connections)
+        mode = "multiplex" if self.spread else "ping-pong"
         return (
-            f"<MultiplexPool {self.host.address} connections={len(self.connections)} "
-            f"connecting={self.connecting} in_flight={in_flight}>"
+            f"<MultiplexPool {self.host.address} {mode} connections={len(self.connections)} "
+            f"idle={len(self.idle)} connecting={self.connecting} in_flight={in_flight}>"
         )
 
-    def ready(self) -> MultiplexConnection | None:
+    def ready(self, *, probe: bool = False) -> MultiplexConnection | None:
         """A connection with room for one more stream, or None if one must be dialed.
+
+        An idle connection (one stream at a time) older than ``idle_timeout`` is closed
+        instead of reused; one idle longer than :data:`PEEK_AFTER_IDLE`, or any when
+        ``probe`` is asked for (a request that must not be resent blindly), gets a
+        non-blocking ``MSG_PEEK`` first, so one the server closed is dropped.
 
         Raises:
             OverflowError_: every connection is full and no more may be opened.
@@ -243,6 +273,22 @@ class MultiplexPool(Dialer):
         if self.spread and len(conns) < self.max_connections:
             return None
         n = len(conns)
+        if not self.spread:
+            idle = self.idle
+            if idle:
+                now = trio.current_time()
+                while idle:
+                    mc = idle.pop()  # the most recently used: warm, and cold ones age out
+                    if mc.closed or not mc.has_room():
+                        continue
+                    quiet = now - mc.conn.last_active
+                    if self.idle_timeout and quiet > self.idle_timeout:
+                        mc.close("idle too long")
+                    elif (probe or quiet > PEEK_AFTER_IDLE) and mc.conn.peer_closed_while_idle():
+                        mc.close("closed by the server while idle")
+                    else:
+                        return mc
+            n = 0  # busy connections have no room: dial, or overflow
         for _ in range(n):
             self._next = (self._next + 1) % n
             mc = conns[self._next]
@@ -254,7 +300,7 @@ class MultiplexPool(Dialer):
             f"{self.host.address}: {self.max_streams_per_connection} streams in flight on every connection"
         )
 
-    async def connection(self) -> MultiplexConnection:
+    async def connection(self, *, probe: bool = False) -> MultiplexConnection:
         """A connection with room, dialing one if needed.
 
         Raises:
@@ -262,9 +308,11 @@ class MultiplexPool(Dialer):
             OverflowError_: every connection is full.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        mc = self.ready()
+        mc = self.ready(probe=probe)
         if mc is not None:
             return mc
+        if not self.spread:
+            return await self._open()  # a connection per stream: dial in parallel
         failures = self._connect_failures
         async with self._connect_lock:
             if self._connect_failures != failures and not self.connections:
@@ -327,9 +375,16 @@ class MultiplexPool(Dialer):
             raise UpstreamResetError(event.message or event.reason.value)
         return event
 
+    def released(self, mc: MultiplexConnection) -> None:
+        """``mc`` carries no stream now: a one-stream-at-a-time pool lends it again."""
+        if not self.spread and not mc.closed and (not self.idle or self.idle[-1] is not mc):
+            self.idle.append(mc)
+
     def forget(self, mc: MultiplexConnection) -> None:
         if mc in self.connections:
             self.connections.remove(mc)
+        if mc in self.idle:
+            self.idle.remove(mc)
 
     def close(self) -> None:
         self.closed = True

@@ -27,6 +27,7 @@ from mosnpy.config.models import RetryPolicyConfig
 from mosnpy.protocol.http1 import HTTP1
 from mosnpy.proxy.phases import MAX_JUMPS
 from mosnpy.stream import FilterPhase, Stream, StreamFilterChain, StreamFilterStatus
+from mosnpy.upstream.multiplex import MultiplexPool
 from tests.support import PyBackend, start_py_backend
 
 LOCALHOST = "127.0.0.1"
@@ -659,9 +660,10 @@ async def test_upstream_connection_close_is_not_pooled() -> None:
             cluster = server.clusters.get("c")
             pool = cluster.pool(cluster.hosts[0], HTTP1)
             assert await trio.to_thread.run_sync(get, "/close") == 200
-            assert pool.idle == [] and pool.lent == 0  # dropped, not pooled
+            assert isinstance(pool, MultiplexPool)
+            assert pool.idle == [] and pool.connections == []  # dropped, not pooled
             assert await trio.to_thread.run_sync(get, "/") == 200
-            assert len(pool.idle) == 1 and pool.lent == 0  # a keep-alive answer is pooled
+            assert len(pool.idle) == 1 and not pool.idle[0].listeners  # a keep-alive answer is pooled
             server.shutdown()
 
 

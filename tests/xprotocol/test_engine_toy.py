@@ -124,7 +124,7 @@ async def test_timeouts_route_and_frame() -> None:
             assert 0.25 < time.monotonic() - started < 2
             # the timed-out call left nothing behind in the pool
             await trio.sleep(0.05)
-            pools = list(server.clusters.get("provider")._mux_pools.values())
+            pools = list(server.clusters.get("provider")._pools.values())
             assert pools and all(not mc.listeners for p in pools for mc in p.connections)
         # the frame's own timeout wins over the route's (10 s here)
         async with toy_proxy(provider.port, timeout=10) as (server, port), client(port) as c:

@@ -125,7 +125,11 @@ def _frame_of(headers: HeaderMap, codec: XCodec) -> XFrame:
 class XServerStreamConnection:
     """The downstream side of one xprotocol connection."""
 
-    __slots__ = ("_next_id", "_out", "buffer", "codec", "frames", "hijack", "stray")
+    __slots__ = ("_next_id", "_out", "buffer", "closing", "codec", "frames", "hijack", "stray")
+
+    #: frames are whole and multiplexed: nothing is ever held back or lingered over
+    read_paused = False
+    linger = False
 
     def __init__(self, codec: XCodec) -> None:
         self.codec = codec
@@ -138,6 +142,7 @@ class XServerStreamConnection:
         #: stream id → (the request frame, the caller's request id), while unanswered
         self.frames: dict[int, tuple[XFrame, int]] = {}
         self.stray = 0
+        self.closing = False
 
     @property
     def active_streams(self) -> int:
@@ -197,6 +202,15 @@ class XServerStreamConnection:
 
     def expects_response(self, stream_id: int) -> bool:
         return stream_id in self.frames
+
+    def request_body_wanted(self, stream_id: int) -> None:
+        """Frames are whole: the body came with the request."""
+
+    def resume(self) -> list[StreamEvent]:
+        return []
+
+    def shutdown(self) -> None:
+        """Nothing to tell the peer: xprotocols have no GOAWAY; the server drains."""
 
     # -- writing ---------------------------------------------------------------------
 
@@ -261,6 +275,7 @@ class XClientStreamConnection:
         "_next_heartbeat",
         "_out",
         "buffer",
+        "closing",
         "codec",
         "heartbeat_failures",
         "heartbeats",
@@ -293,6 +308,7 @@ class XClientStreamConnection:
         #: ids of streams waiting for a response
         self.streams: set[int] = set()
         self.stray = 0
+        self.closing = False
         self.heartbeat_failures = 0
         self._hb_id = 0  # the heartbeat in flight (0: none)
         self._hb_sent = 0.0
