@@ -44,7 +44,7 @@ import trio
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.proxy import replies
 from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
-from mosnpy.proxy.phases import MAX_JUMPS, ORDER, Phase, check, counts_as_jump
+from mosnpy.proxy.phases import MAX_JUMPS, NEXT, ORDER, Phase, check, counts_as_jump
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Route
 from mosnpy.stream.chain import StreamFilterChain, run_now
@@ -62,6 +62,7 @@ log = logging.getLogger("mosnpy.proxy")
 RETRY_BACKOFF = 0.01
 
 _EMPTY_CHAIN = StreamFilterChain()
+_NEXT = NEXT
 
 #: What a phase handler returns: the next phase, None (parked), or a wait for it.
 Step: TypeAlias = "Phase | Awaitable[Phase] | None"
@@ -138,6 +139,8 @@ class DownStream:
 
     def _transition(self, phase: Phase, nxt: Phase) -> Phase:
         """Check ``phase → nxt`` against the table and count backward jumps."""
+        if nxt is _NEXT[phase.idx]:
+            return nxt  # the normal successor: always allowed, never a jump
         check(phase, nxt)
         if counts_as_jump(phase, nxt):
             self.jumps += 1
@@ -301,7 +304,7 @@ class DownStream:
         ``jump`` is the status that sends the stream ``back`` (re-match, re-choose).
         """
         chain = self.chain
-        if phase not in chain.receivers:  # nothing to run here
+        if chain is _EMPTY_CHAIN or phase not in chain.receivers:  # nothing to run here
             return nxt
         coro = chain.run_receivers(phase, self.stream)
         if chain.may_wait:
@@ -316,6 +319,8 @@ class DownStream:
         return back if status is jump else self._after_receivers(status, nxt)
 
     def _down_filter(self) -> Step:
+        if self.chain is _EMPTY_CHAIN:
+            return Phase.MATCH_ROUTE
         return self._filters(FilterPhase.BEFORE_ROUTE, Phase.MATCH_ROUTE, None, Phase.MATCH_ROUTE)
 
     def _match_route(self) -> Step:
@@ -363,6 +368,8 @@ class DownStream:
         self.try_timeout = t if 0 < t < g else 0.0
 
     def _down_filter_after_route(self) -> Step:
+        if self.chain is _EMPTY_CHAIN:
+            return Phase.CHOOSE_HOST
         return self._filters(
             FilterPhase.AFTER_ROUTE, Phase.CHOOSE_HOST, StreamFilterStatus.REMATCH_ROUTE, Phase.MATCH_ROUTE
         )
@@ -388,6 +395,8 @@ class DownStream:
         return Phase.DOWN_FILTER_AFTER_CHOOSE_HOST
 
     def _down_filter_after_choose_host(self) -> Step:
+        if self.chain is _EMPTY_CHAIN:
+            return Phase.DOWN_RECV_HEADER
         return self._filters(
             FilterPhase.AFTER_CHOOSE_HOST,
             Phase.DOWN_RECV_HEADER,

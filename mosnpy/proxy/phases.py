@@ -110,6 +110,9 @@ def successor(phase: Phase) -> Phase | None:
 
 
 _SUCCESSOR = {p: successor(p) for p in Phase}
+#: The normal successor of each phase by ``Phase.idx`` (None for END): the machine's
+#: fast path, always allowed.
+NEXT: tuple[Phase | None, ...] = tuple(_SUCCESSOR[p] for p in Phase)
 
 
 def allowed(src: Phase) -> frozenset[Phase]:

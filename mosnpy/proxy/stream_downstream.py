@@ -152,6 +152,7 @@ class StreamDownStream(DownStream):
             self.timer.cancel()
             self.timer = None
         super()._finish()
+        self.server.unhold(self)
         self.server.stream_done(self)
 
     def _flush(self) -> None:
@@ -193,6 +194,7 @@ class StreamDownStream(DownStream):
         return self._send_head(mc)
 
     def _send_head(self, mc: MultiplexConnection) -> Phase:
+        self.server.unhold(self)
         sid = mc.open_stream(self)
         self.upstream = mc
         self.up_sid = sid
@@ -279,15 +281,22 @@ class StreamDownStream(DownStream):
                 self._resume(Phase.DOWN_RECV_TRAILER)
 
     def _keep(self, data: bytes) -> None:
-        """Keep a body piece for a retry, or give up retrying once it is too big."""
+        """Keep a body piece for a retry, or give up retrying once it is too big.
+
+        While no upstream takes the body (connecting, a retry's back-off, a filter that
+        waits) it is all kept; past ``retry_buffer_limit`` the server stops reading the
+        client until an upstream takes it, so an upload is never buffered whole.
+        """
         body = self.body
         if body is None:
             return
         self.body_size += len(data)
-        if self.body_size > self.ctx.retry_buffer_limit and self.upstream is not None:
-            self.body = None  # part of it is gone upstream: no retry from here on
-        else:
-            body.append(data)
+        if self.body_size > self.ctx.retry_buffer_limit:
+            if self.upstream is not None:
+                self.body = None  # part of it is gone upstream: no retry from here on
+                return
+            self.server.hold(self)
+        body.append(data)
 
     # -- waiting -----------------------------------------------------------------------
 

@@ -51,10 +51,12 @@ class StreamServer(StreamIO):
         "_busy",
         "_closed",
         "_closing",
+        "_held_by",
         "_resume_pending",
         "_resumed",
         "_room",
         "_timers",
+        "_unheld",
         "ctx",
         "draining",
         "protocol",
@@ -88,6 +90,9 @@ class StreamServer(StreamIO):
         self._busy = False
         self._resume_pending = False
         self._closing = False
+        #: a stream whose body waits for an upstream: the reader pauses for it
+        self._held_by: StreamDownStream | None = None
+        self._unheld: trio.Event | None = None
         conn.add_event_listener(self._on_connection_event)
 
     def timers(self) -> Timers:
@@ -104,6 +109,7 @@ class StreamServer(StreamIO):
         buf.clear()
         events = self.sc.dispatch(data)
         done = 0
+        awaiting: list[StreamIO] = []
         while True:
             self._busy = True
             try:
@@ -113,7 +119,18 @@ class StreamServer(StreamIO):
             finally:
                 self._busy = False
                 self.touch()
-                slow = flush_touched()
+                slow = flush_touched(awaiting=awaiting)
+                self._check_closing()
+            if awaiting:
+                # Requests went out on connections nobody reads yet: yield once and
+                # read their answers here, which usually have arrived by then (no
+                # epoll registration, no task switch; DESIGN §8).
+                await trio.lowlevel.checkpoint()
+                for io in awaiting:
+                    io.poll()
+                awaiting.clear()
+                self.touch()
+                slow += flush_touched()
                 self._check_closing()
             if done >= len(events) or self.conn.closed:
                 break
@@ -123,6 +140,10 @@ class StreamServer(StreamIO):
             await self._room.wait()
         for io in slow:
             await io.conn.drain()  # an upstream (or this client) is not keeping up
+        while self._held_by is not None and not self.conn.closed:
+            # A stream holds more body than it may while no upstream takes it.
+            self._unheld = trio.Event()
+            await self._unheld.wait()
         while self.sc.read_paused and not self.conn.closed:
             # A pipelined request waits for the one before it: read no further.
             self._resumed = trio.Event()
@@ -168,6 +189,17 @@ class StreamServer(StreamIO):
         if resumed is not None and not self.sc.read_paused:
             self._resumed = None
             resumed.set()
+
+    def hold(self, ds: StreamDownStream) -> None:
+        """Read no more from the client until ``ds`` has an upstream for its body."""
+        self._held_by = ds
+
+    def unhold(self, ds: StreamDownStream) -> None:
+        if self._held_by is ds:
+            self._held_by = None
+            if self._unheld is not None:
+                self._unheld.set()
+                self._unheld = None
 
     def stream_done(self, ds: StreamDownStream) -> None:
         """A stream completed: free its slot, serve what waited, maybe close."""
@@ -237,10 +269,10 @@ class StreamServer(StreamIO):
             for ds in list(self.streams.values()):
                 ds.abort()
             self.streams.clear()
-            for waiting in (self._room, self._resumed):
+            for waiting in (self._room, self._resumed, self._unheld):
                 if waiting is not None:
                     waiting.set()
-            self._room = self._resumed = None
+            self._room = self._resumed = self._unheld = None
 
     def on_shutdown(self) -> None:
         """Graceful drain: finish the streams in flight, then close."""

@@ -13,6 +13,13 @@ socket with :meth:`~mosnpy.net.connection.Connection.write_nowait`.  So all answ
 slow peer: what a socket does not take at once waits in that connection's backlog,
 which its own reader bounds (:meth:`StreamIO.over_backlog`).
 
+A connection that carries one exchange at a time has no reader task armed while idle
+(an epoll registration per exchange is the costliest part of a wait, DESIGN §8).  Once
+its request is flushed it is *awaiting an answer*: whoever flushed either yields once
+and reads it at once (:meth:`StreamIO.poll`: the answer is usually there by then) —
+the downstream reader does this — or, by default, wakes the connection's own reader
+(:meth:`StreamIO.wake`).
+
 The touched list is per process, which is per trio run: batches never interleave,
 because flushing is synchronous and every batch ends with it.
 """
@@ -32,6 +39,7 @@ log = logging.getLogger("mosnpy.stream")
 MAX_BACKLOG = 1 << 20
 
 _touched: list[StreamIO] = []
+_awaiting: list[StreamIO] = []
 
 
 class StreamIO:
@@ -64,14 +72,37 @@ class StreamIO:
         """The peer reads slower than we write: stop feeding it until it drains."""
         return self.conn.write_backlog > MAX_BACKLOG
 
+    def await_answer(self) -> None:
+        """A request is going out and nobody reads this connection yet: after the
+        flush, :meth:`poll` or :meth:`wake` it."""
+        _awaiting.append(self)
 
-def flush_touched() -> list[StreamIO]:
+    def poll(self) -> None:
+        """Read what has arrived, without waiting (and wake the reader for the rest)."""
+        self.wake()
+
+    def wake(self) -> None:
+        """Let the connection's own reader wait for the answer."""
+
+
+def flush_touched(*, awaiting: list[StreamIO] | None = None) -> list[StreamIO]:
     """Flush every stream connection touched since the last call; return those whose
-    peer is not keeping up (their feeders should :meth:`~Connection.drain` them)."""
+    peer is not keeping up (their feeders should :meth:`~Connection.drain` them).
+
+    Connections now awaiting an answer are woken, or handed to the caller in
+    ``awaiting`` to :meth:`~StreamIO.poll` after a yield.
+    """
     slow: list[StreamIO] = []
     while _touched:
         io = _touched.pop()
         io.flush()
         if io.conn.write_backlog > MAX_BACKLOG:
             slow.append(io)
+    if _awaiting:
+        if awaiting is None:
+            while _awaiting:
+                _awaiting.pop().wake()
+        else:
+            awaiting.extend(_awaiting)
+            _awaiting.clear()
     return slow

@@ -80,7 +80,7 @@ def _ends(event: StreamEvent) -> bool:
 class MultiplexConnection(StreamIO):
     """One upstream connection shared by many streams."""
 
-    __slots__ = ("_reader_scope", "_timer_scope", "closed", "listeners", "pool")
+    __slots__ = ("_idle", "_reader_scope", "_timer_scope", "closed", "listeners", "pool")
 
     sc: ClientStreamConnection
 
@@ -92,13 +92,20 @@ class MultiplexConnection(StreamIO):
         #: the connection's own tasks (reader, timers) end when it closes
         self._reader_scope = trio.CancelScope()
         self._timer_scope = trio.CancelScope()
+        #: set while the reader of an idle one-stream-at-a-time connection waits for
+        #: the next stream instead of for bytes
+        self._idle: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<MultiplexConnection #{self.conn.id} streams={len(self.listeners)}>"
 
     def has_room(self) -> bool:
         cap = self.pool.max_streams_per_connection
-        return not self.closed and (not cap or len(self.listeners) < cap)
+        if self.closed:
+            return False
+        if cap == 1:  # one at a time: the stream connection may still be mid-exchange
+            return not self.listeners and not self.sc.active_streams
+        return not cap or len(self.listeners) < cap
 
     # -- streams -----------------------------------------------------------------------
 
@@ -106,8 +113,34 @@ class MultiplexConnection(StreamIO):
         """A new stream whose events go to ``listener``; returns its id."""
         sid = self.sc.new_stream()
         self.listeners[sid] = listener
+        if self._idle is not None:
+            self.await_answer()  # the reader sleeps: whoever flushes polls or wakes it
         self.pool.host.active_requests += 1
         return sid
+
+    def poll(self) -> None:
+        """Read the answer if it has arrived; leave the rest to the reader task."""
+        if self._idle is None or self.closed:
+            return  # the reader is on it already
+        try:
+            data = self.conn.receive_nowait()
+        except ConnectionClosedError as exc:
+            self.close(f"upstream connection lost: {exc}")
+            return
+        if data is not None:
+            self._deliver(self.sc.dispatch(data))
+            self.touch()
+            if not data:
+                self.close("upstream closed the connection")
+                return
+        if self.listeners:
+            self.wake()
+
+    def wake(self) -> None:
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
 
     def close_stream(self, sid: int, *, reset: bool = True) -> None:
         """Stop listening to ``sid`` (idempotent); ``reset`` tells the stream connection."""
@@ -153,7 +186,18 @@ class MultiplexConnection(StreamIO):
         sc = self.sc
         try:
             with self._reader_scope:
+                spread = self.pool.spread
                 while True:
+                    if not spread and not self.listeners:
+                        # Idle, one stream at a time: no epoll registration until the
+                        # next exchange, whose sender polls the answer itself or wakes
+                        # us (StreamIO.poll / wake).  A server that closes an idle
+                        # connection is caught on reuse (MSG_PEEK, or an unprocessed
+                        # reset and a free resend).
+                        self._idle = trio.Event()
+                        await self._idle.wait()
+                        if not self.listeners:
+                            continue  # the poll got the whole answer
                     data = await conn.receive_some()
                     self._deliver(sc.dispatch(data))  # b"": EOF may end a response too
                     self.touch()  # heartbeat answers, resets

@@ -511,6 +511,30 @@ async def test_a_client_that_leaves_ends_its_stream_where_it_stands(
         assert pb.streams[0].completed
 
 
+async def test_a_body_waiting_for_its_upstream_is_not_buffered_without_bound(
+    autojump_clock: MockClock,
+) -> None:
+    """While the upstream connects, body pieces are kept (for the send, and a retry);
+    past retry_buffer_limit the server stops reading the client until the upstream
+    takes them, and then they all go, in order."""
+    async with Playbook() as pb:
+        pb.ctx.retry_buffer_limit = 1000
+        pb.connect_time = 1.0
+        await pb.send(request(), end_stream=False)
+        ds = pb.streams[0]
+        await pb.feed(DataReceived(ds.sid, b"a" * 600))
+        assert pb.server._held_by is None
+        await pb.feed(DataReceived(ds.sid, b"b" * 600))
+        assert pb.server._held_by is ds  # the reader pauses here
+        await pb.sleep(1.5)  # connected: the head and both pieces went upstream
+        assert pb.server._held_by is None
+        assert ds.phase is P.DOWN_RECV_DATA and ds.body_sent == 2
+        await pb.feed(DataReceived(ds.sid, b"", end_stream=True))
+        [up] = pb.upstream_requests()
+        await pb.respond(up)
+        assert [r.request_id for r in pb.replies()] == [7]
+
+
 # --------------------------------------------------------------------------- the table
 
 

@@ -292,16 +292,18 @@ async def test_recently_idle_connection_is_lent_without_a_probe() -> None:
             assert_settled(pool)
 
 
-async def test_connection_closed_by_server_while_idle_is_dropped_by_its_reader() -> None:
+async def test_connection_closed_by_server_while_idle_is_caught_on_reuse() -> None:
+    """Idle one-stream connections have no reader armed (no epoll registration per
+    exchange): a server's close is noticed when the connection is next wanted."""
     with trio.fail_after(5):
         async with tcp_server() as server, running_pool(f"{LOCALHOST}:{server.port}") as pool:
             mc = await pool.connection()
             assert_ok(await exchange(mc))
             await server.accepted[0].aclose()
-            while not mc.closed:
-                await trio.sleep(0.005)
-            assert not pool.idle and not pool.connections
-            assert pool.ready() is None
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool.idle == [mc] and not mc.closed  # nobody watched it
+            assert pool.ready(probe=True) is None  # the probe finds it dead
+            assert mc.closed and not pool.idle and not pool.connections
             assert_settled(pool)
 
 
