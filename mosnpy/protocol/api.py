@@ -42,6 +42,7 @@ from mosnpy.protocol.headers import HeaderMap
 
 __all__ = [
     "ClientStreamConnection",
+    "Outbox",
     "ConnectionTerminated",
     "DataReceived",
     "HeaderMap",
@@ -333,6 +334,30 @@ class ClientStreamConnection(StreamConnection, Protocol):
     def start(self, now: float) -> None:
         """The connection is up (timers count from ``now``)."""
         ...
+
+
+class Outbox:
+    """What every stream connection has alike: the outbox and no timers by default.
+
+    A base for implementations (optional: the contracts above are structural)."""
+
+    __slots__ = ("_out",)
+
+    def __init__(self) -> None:
+        self._out = bytearray()
+
+    def data_to_send(self) -> bytes:
+        """Empty and return the outbox."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_deadline(self) -> float:
+        """No timers: never."""
+        return float("inf")
+
+    def on_timer(self, now: float) -> list[StreamEvent]:
+        return []
 
 
 #: What a protocol descriptor names: factories taking the protocol's options.

@@ -40,6 +40,7 @@ from collections import deque
 from mosnpy.protocol.api import (
     ConnectionTerminated,
     DataReceived,
+    Outbox,
     RequestHeaders,
     RequestReceived,
     ResetReason,
@@ -61,7 +62,6 @@ __all__ = [
     "Http1ServerStreamConnection",
 ]
 
-_INF = float("inf")
 _NONE = BodyFraming.NONE
 _LENGTH = BodyFraming.LENGTH
 _CHUNKED = BodyFraming.CHUNKED
@@ -117,7 +117,7 @@ def _framing_of(headers: HeaderMap, end_stream: bool) -> tuple[BodyFraming, int 
     return _CHUNKED, None
 
 
-class Http1ServerStreamConnection:
+class Http1ServerStreamConnection(Outbox):
     """The downstream side of one HTTP/1.1 connection."""
 
     __slots__ = (
@@ -126,7 +126,6 @@ class Http1ServerStreamConnection:
         "_error",
         "_held",
         "_next_id",
-        "_out",
         "_request",
         "_request_done",
         "_response_started",
@@ -139,7 +138,7 @@ class Http1ServerStreamConnection:
 
     def __init__(self, *, max_header_size: int = 8192) -> None:
         self.codec = Http1ServerCodec(max_header_size=max_header_size)
-        self._out = bytearray()
+        super().__init__()
         self._next_id = 0
         #: the stream being served (0: none)
         self.current = 0
@@ -372,17 +371,6 @@ class Http1ServerStreamConnection:
         if not self.current:
             self.closing = True
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def next_deadline(self) -> float:
-        return _INF
-
-    def on_timer(self, now: float) -> list[StreamEvent]:
-        return []
-
     def connection_lost(self, message: str) -> list[StreamEvent]:
         sid, self.current = self.current, 0
         self._held.clear()
@@ -394,13 +382,12 @@ def _plain_end(event: Event) -> bool:
     return isinstance(event, EndOfMessage) and not event.trailers
 
 
-class Http1ClientStreamConnection:
+class Http1ClientStreamConnection(Outbox):
     """The upstream side of one HTTP/1.1 connection (one stream at a time)."""
 
     __slots__ = (
         "_framing",
         "_next_id",
-        "_out",
         "closing",
         "codec",
         "current",
@@ -413,7 +400,7 @@ class Http1ClientStreamConnection:
 
     def __init__(self, *, max_header_size: int = 65536) -> None:
         self.codec = Http1ClientCodec(max_header_size=max_header_size)
-        self._out = bytearray()
+        super().__init__()
         self._next_id = 0
         self.current = 0
         self._framing = _NONE
@@ -471,11 +458,6 @@ class Http1ClientStreamConnection:
         if stream_id == self.current:
             self.current = 0
             self.closing = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     # -- reading -----------------------------------------------------------------------
 
@@ -536,12 +518,6 @@ class Http1ClientStreamConnection:
         self.current = 0
         if not last or not self.codec.reusable:
             self.closing = True  # bytes after the response, or the server said close
-
-    def next_deadline(self) -> float:
-        return _INF
-
-    def on_timer(self, now: float) -> list[StreamEvent]:
-        return []
 
     def connection_lost(self, message: str) -> list[StreamEvent]:
         sid, self.current = self.current, 0

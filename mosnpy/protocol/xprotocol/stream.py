@@ -32,6 +32,7 @@ from typing import overload
 
 from mosnpy.protocol.api import (
     ConnectionTerminated,
+    Outbox,
     ProtocolConversionError,
     RequestReceived,
     ResetReason,
@@ -122,10 +123,10 @@ def _frame_of(headers: HeaderMap, codec: XCodec) -> XFrame:
     raise ProtocolConversionError(f"{codec.name} cannot send headers that are not a {codec.name} frame")
 
 
-class XServerStreamConnection:
+class XServerStreamConnection(Outbox):
     """The downstream side of one xprotocol connection."""
 
-    __slots__ = ("_next_id", "_out", "buffer", "closing", "codec", "frames", "hijack", "stray")
+    __slots__ = ("_next_id", "buffer", "closing", "codec", "frames", "hijack", "stray")
 
     #: frames are whole and multiplexed: nothing is ever held back or lingered over
     read_paused = False
@@ -137,7 +138,7 @@ class XServerStreamConnection:
         #: an isinstance against a runtime_checkable Protocol is slow per request)
         self.hijack = codec if isinstance(codec, HijackCodec) else None
         self.buffer = bytearray()
-        self._out = bytearray()
+        super().__init__()
         self._next_id = 0
         #: stream id → (the request frame, the caller's request id), while unanswered
         self.frames: dict[int, tuple[XFrame, int]] = {}
@@ -247,24 +248,13 @@ class XServerStreamConnection:
         """Forget the stream: xprotocol has no reset frame, the caller times out."""
         self.frames.pop(stream_id, None)
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def next_deadline(self) -> float:
-        return _INF
-
-    def on_timer(self, now: float) -> list[StreamEvent]:
-        return []
-
     def connection_lost(self, message: str) -> list[StreamEvent]:
         sids = list(self.frames)
         self.frames.clear()
         return [StreamReset(sid, ResetReason.CONNECTION_TERMINATION, message) for sid in sids]
 
 
-class XClientStreamConnection:
+class XClientStreamConnection(Outbox):
     """The upstream side of one xprotocol connection."""
 
     __slots__ = (
@@ -273,7 +263,6 @@ class XClientStreamConnection:
         "_mask",
         "_next",
         "_next_heartbeat",
-        "_out",
         "buffer",
         "closing",
         "codec",
@@ -302,7 +291,7 @@ class XClientStreamConnection:
         self.keepalive_timeout = keepalive_timeout
         self.keepalive_failures = keepalive_failures
         self.buffer = bytearray()
-        self._out = bytearray()
+        super().__init__()
         self._mask = (1 << codec.id_bits) - 1
         self._next = 0
         #: ids of streams waiting for a response
@@ -353,11 +342,6 @@ class XClientStreamConnection:
     def reset(self, stream_id: int, reason: ResetReason) -> None:
         """Stop waiting for the stream; a late response is a stray."""
         self.streams.discard(stream_id)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     # -- reading ---------------------------------------------------------------------
 
