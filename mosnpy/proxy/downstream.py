@@ -20,13 +20,10 @@ A handler is a plain function returning one of three things: the next :class:`Ph
 (the common case: no waiting), ``None`` (the stream *parks*: an upstream event, a
 downstream body piece or a timer will call :meth:`DownStream.advance` to go on), or an
 awaitable that yields the next phase (this phase must really wait: a connect, a retry's
-back-off, a filter that may sleep).  Two drivers walk the same table:
-
-* :meth:`DownStream.advance` is synchronous, for streams that live in a connection's
-  reader with no task of their own (DESIGN §4): an awaitable hands the rest of the walk
-  to a task in the downstream connection's nursery, so only that stream waits;
-* :meth:`DownStream.run` awaits the awaitables in place, for a stream that owns its
-  task (the HTTP/1 codec-driven path, whose reader serves one request at a time).
+back-off, a filter that may sleep).  :meth:`DownStream.advance` walks synchronously,
+for streams that live in a connection's reader with no task of their own (DESIGN §4);
+an awaitable hands the rest of the walk to a task in the downstream connection's
+nursery (:meth:`DownStream._continue`), so only that stream waits.
 
 Failures become local replies with a clear reason: no route 404, no healthy host or
 connect failure 502, overflow 503, timeout 504 (:mod:`mosnpy.proxy.replies`).  A
@@ -149,22 +146,6 @@ class DownStream:
                 self._reply(replies.internal_error("too many route re-matches or host re-chooses"))
                 return Phase.UP_FILTER if not self.response_started else Phase.END
         return nxt
-
-    async def run(self) -> None:
-        """Walk every phase in this task, awaiting what must wait, until END.
-
-        Exceptions other than a gone client propagate.
-        """
-        self._begin()
-        gone = False
-        try:
-            await self._walk(Phase.INIT)
-        except (ClientGone, ConnectionClosedError):
-            # Reading or writing downstream failed: the client is gone.
-            self.keep_alive = False
-            gone = True
-        finally:
-            self._complete(gone)
 
     async def _walk(self, phase: Phase) -> Phase | None:
         """Walk from ``phase``, awaiting waits; END, or None when the stream parked."""

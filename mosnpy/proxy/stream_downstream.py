@@ -202,7 +202,7 @@ class StreamDownStream(DownStream):
         self.response = None
         self.response_parts.clear()
         self.response_ended = False
-        whole = self.request_ended and not self.body and self.trailers is None
+        whole = self.request_ended and not self.body_size and self.trailers is None
         try:
             mc.sc.send_headers(sid, self.stream.headers, end_stream=whole)
         except ProtocolConversionError as exc:
