@@ -1,4 +1,9 @@
-"""``mosnpy -c config.json``: run a proxy from a MOSN-format config file."""
+"""``mosnpy -c config.json``: run a proxy from a MOSN-format config file.
+
+``mosnpy --version`` prints the version; ``mosnpy --list`` lists every protocol,
+xprotocol codec, filter, load balancer, cluster type and health checker installed, with
+the distribution each comes from.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,74 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import trio
 
 from mosnpy.config import ConfigError, MosnConfig, load_config
 from mosnpy.net.connection import resolve
+from mosnpy.net.registry import LISTENER_FILTERS, NETWORK_FILTERS
+from mosnpy.protocol.registry import PROTOCOLS
+from mosnpy.protocol.xprotocol.registry import XPROTOCOLS
+from mosnpy.registry import Registry
 from mosnpy.runtime import MosnServer, run
 from mosnpy.runtime.workers import supervise
+from mosnpy.stream.registry import STREAM_FILTERS
+from mosnpy.upstream.health import HEALTH_CHECKERS
+from mosnpy.upstream.registry import CLUSTER_TYPES, LOAD_BALANCERS
 
 __all__ = ["main"]
 
 _LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 
+#: what ``--list`` shows, in order: a heading and the registry.
+_EXTENSION_POINTS: tuple[tuple[str, Registry[Any]], ...] = (
+    ("protocols", PROTOCOLS),
+    ("xprotocol codecs", XPROTOCOLS),
+    ("network filters", NETWORK_FILTERS),
+    ("listener filters", LISTENER_FILTERS),
+    ("stream filters", STREAM_FILTERS),
+    ("load balancers", LOAD_BALANCERS),
+    ("cluster types", CLUSTER_TYPES),
+    ("health checkers", HEALTH_CHECKERS),
+)
+
+
+def mosnpy_version() -> str:
+    """The installed distribution's version (the package's own when run from a tree)."""
+    try:
+        return version("mosnpy")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from mosnpy import __version__
+
+        return __version__
+
+
+def installed() -> str:
+    """Every extension point's names with the distribution each comes from (``--list``)."""
+    lines: list[str] = []
+    for heading, registry in _EXTENSION_POINTS:
+        lines.append(f"{heading} ({registry.group}):")
+        names = registry.names()
+        width = max((len(n) for n in names), default=0)
+        for name in names:
+            lines.append(f"  {name:<{width}}  {registry.origin(name) or '(registered in code)'}")
+        if not names:
+            lines.append("  (none)")
+    return "\n".join(lines)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mosnpy", description="Run a MOSN-style proxy from a config file.")
-    p.add_argument("-c", "--config", required=True, help="config file (.json, .yaml or .yml), MOSN v2 layout")
+    p.add_argument("-c", "--config", help="config file (.json, .yaml or .yml), MOSN v2 layout")
+    p.add_argument("--version", action="version", version=f"mosnpy {mosnpy_version()}")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the installed protocols, filters, load balancers, cluster types and health "
+        "checkers with the distribution each comes from, then exit",
+    )
     p.add_argument(
         "--log-level",
         type=str.upper,
@@ -43,7 +100,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mosnpy`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(installed())
+        return 0
+    if args.config is None:
+        parser.error("the following arguments are required: -c/--config")
     if args.workers < 1:
         print("mosnpy: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -55,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     warnings: list[str] = []
     try:
-        config = load_config(args.config, warnings=warnings)
+        config = load_config(args.config, warnings=warnings, require_listeners=True)
     except ConfigError as exc:
         print(f"mosnpy: bad config {args.config}:\n{exc}", file=sys.stderr)
         return 1

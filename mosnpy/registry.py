@@ -10,6 +10,8 @@ name.
 A duplicate name is an error unless ``replace=True`` is passed.  An unknown name raises
 :class:`UnknownNameError`, whose message lists the names that are known, so a config
 typo reads ``unknown stream filter 'falut' (known: fault, header_mutation)``.
+:meth:`Registry.origin` names the distribution an entry came from (``mosnpy`` for the
+built-ins), which ``mosnpy --list`` shows.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ log = logging.getLogger(__name__)
 class UnknownNameError(KeyError):
     """A name was looked up that no code and no entry point registered."""
 
-    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+    def __init__(self, kind: str, name: str, known: list[str], *, hint: str = "") -> None:
         self.kind = kind
         self.name = name
         self.known = known
+        #: what to do about it (e.g. the plugin to install), appended after ``; ``
+        self.hint = hint
         super().__init__(name)
 
     def __str__(self) -> str:
-        return f"unknown {self.kind} {self.name!r} (known: {', '.join(self.known) or 'none'})"
+        text = f"unknown {self.kind} {self.name!r} (known: {', '.join(self.known) or 'none'})"
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 class DuplicateNameError(ValueError):
@@ -55,6 +60,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}  # name -> distribution, for entry points
         self._loaded = False
 
     @overload
@@ -82,6 +88,17 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove ``name`` (used by tests and by code that swaps implementations)."""
         self._entries.pop(name, None)
+        self._origins.pop(name, None)
+
+    def origin(self, name: str) -> str | None:
+        """The distribution whose entry point gave ``name`` (``"mosnpy"`` for the
+        built-ins); None for a name registered in code.
+
+        Raises:
+            UnknownNameError: nothing is registered under ``name``.
+        """
+        self.get(name)
+        return self._origins.get(name)
 
     def get(self, name: str) -> T:
         """Return the entry for ``name``, loading entry points on first use.
@@ -116,6 +133,8 @@ class Registry(Generic[T]):
         self._load_entry_points()
         if name in self._entries and not replace and self._entries[name] is not obj:
             raise DuplicateNameError(f"{self.kind} {name!r} is already registered")
+        if self._entries.get(name) is not obj:
+            self._origins.pop(name, None)  # code replaced what an entry point gave
         self._entries[name] = obj
 
     def _load_entry_points(self) -> None:
@@ -128,5 +147,6 @@ class Registry(Generic[T]):
                 continue
             try:
                 self._entries[ep.name] = ep.load()
+                self._origins[ep.name] = ep.dist.name if ep.dist is not None else "?"
             except Exception:  # a broken plugin must not take the registry down
                 log.exception("cannot load %s %r from entry point %s", self.kind, ep.name, ep.value)

@@ -5,6 +5,8 @@ document.  Both check every key (see :mod:`mosnpy.config.mosn` for MOSN's quirks
 then the references between sections (:mod:`mosnpy.config.validate`), and raise one
 :class:`ConfigError` carrying every problem found.  Keys MOSN has and mosnpy does not
 implement are logged on the ``mosnpy.config`` logger and appended to ``warnings``.
+With ``require_listeners`` (what ``mosnpy -c`` asks for), a config with nothing to
+serve (``{}``, or servers without listeners) is an error too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ JSON_SUFFIXES = (".json",)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def load_config(path: str | os.PathLike[str], *, warnings: list[str] | None = None) -> MosnConfig:
+def load_config(
+    path: str | os.PathLike[str], *, warnings: list[str] | None = None, require_listeners: bool = False
+) -> MosnConfig:
     """The config in file ``path`` (``.json``, ``.yaml``/``.yml``; otherwise JSON, then YAML).
 
     Raises:
@@ -39,22 +43,37 @@ def load_config(path: str | os.PathLike[str], *, warnings: list[str] | None = No
     doc = read_document(path)
     if not isinstance(doc, Mapping):
         raise ConfigError(os.fspath(path), f"expected a mapping at the top level, got {describe(doc)}")
-    return parse_config(doc, warnings=warnings)
+    return parse_config(doc, warnings=warnings, require_listeners=require_listeners)
 
 
-def parse_config(doc: Mapping[str, Any], *, warnings: list[str] | None = None) -> MosnConfig:
-    """The config in ``doc``, a document already loaded from JSON or YAML."""
+def parse_config(
+    doc: Mapping[str, Any], *, warnings: list[str] | None = None, require_listeners: bool = False
+) -> MosnConfig:
+    """The config in ``doc``, a document already loaded from JSON or YAML.
+
+    ``require_listeners``: refuse a config without any listener (nothing to serve).
+    """
     ctx = Context()
     try:
         config = cast(MosnConfig, STRUCTURER.structure(MosnConfig, doc, "", ctx))
         proxies = [(p, r) for p, r in ctx.records if isinstance(r, ProxyConfig)]
         errors = validate(config, proxies)
+        if require_listeners:
+            errors.extend(_no_listeners(config))
         if errors:
             raise ConfigError.group(errors)
         return config
     finally:
         if warnings is not None:
             warnings.extend(ctx.warnings)
+
+
+def _no_listeners(config: MosnConfig) -> list[ConfigError]:
+    if any(server.listeners for server in config.servers):
+        return []
+    path = "servers[0].listeners" if config.servers else "servers"
+    problem = "no listeners: nothing to serve (a config needs at least one servers[].listeners[] entry)"
+    return [ConfigError(path, problem)]
 
 
 def read_document(path: str | os.PathLike[str]) -> Any:

@@ -6,6 +6,9 @@
 same way, so :func:`lookup` searches both.  ``Auto`` is reserved: "sniff every
 registered protocol".  MOSN's legacy ``"X"`` + ``sub_protocol`` spelling is rewritten
 by the config loader before names get here.
+
+A name that a known plugin distribution provides (``dubbo``, ``bolt``, ...) but that is
+not installed gets a hint naming the plugin to install (:func:`plugin_hint`).
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.xprotocol.registry import XPROTOCOLS, descriptor
 from mosnpy.registry import Registry, UnknownNameError
 
-__all__ = ["AUTO", "PROTOCOLS", "known_names", "lookup"]
+__all__ = ["AUTO", "KNOWN_PLUGINS", "PROTOCOLS", "known_names", "lookup", "plugin_hint"]
 
 AUTO = "Auto"
+
+#: protocol name -> the plugin distribution that provides it, and where it lives in
+#: mosnpy's source tree.
+KNOWN_PLUGINS: dict[str, tuple[str, str]] = {
+    "dubbo": ("mosnpy-dubbo", "plugins/mosnpy-dubbo"),
+    "bolt": ("mosnpy-bolt", "plugins/mosnpy-bolt"),
+    "boltv2": ("mosnpy-bolt", "plugins/mosnpy-bolt"),
+}
 
 PROTOCOLS: Registry[ProtocolDescriptor] = Registry("protocol", "mosnpy.protocols")
 
@@ -36,4 +47,13 @@ def lookup(name: str) -> ProtocolDescriptor:
         return PROTOCOLS.get(name)
     if name in XPROTOCOLS:
         return descriptor(name)
-    raise UnknownNameError("protocol", name, known_names())
+    raise UnknownNameError("protocol", name, known_names(), hint=plugin_hint(name))
+
+
+def plugin_hint(name: str) -> str:
+    """What to install for protocol ``name`` when a known plugin provides it, else ``""``."""
+    plugin = KNOWN_PLUGINS.get(name)
+    if plugin is None:
+        return ""
+    dist, source = plugin
+    return f"install the {dist} plugin (pip install -e {source})"

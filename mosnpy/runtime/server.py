@@ -26,9 +26,24 @@ from mosnpy.proxy.factory import ProxyFilterFactory
 from mosnpy.runtime.builder import build_clusters, build_listeners
 from mosnpy.upstream.cluster import ClusterManager
 
-__all__ = ["MosnServer", "run"]
+__all__ = ["BindError", "MosnServer", "run"]
 
 log = logging.getLogger("mosnpy")
+
+
+class BindError(OSError):
+    """A listener cannot bind its address; ``str()`` names both, then the OS error:
+    ``listener 'http' cannot bind 127.0.0.1:2045: [Errno 98] Address already in use``.
+    """
+
+    def __init__(self, listener: str, address: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.listener = listener
+        self.address = address
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"listener {self.listener!r} cannot bind {self.address}: {self.cause}"
 
 
 class MosnServer:
@@ -77,10 +92,13 @@ class MosnServer:
         """Bind every listener now (``serve`` does it otherwise).
 
         Raises:
-            OSError: an address is in use or cannot be bound.
+            BindError: an address is in use or cannot be bound (naming the listener).
         """
         for lst in self.all_listeners:
-            lst.bind()
+            try:
+                lst.bind()
+            except OSError as exc:
+                raise BindError(lst.name, lst.requested_address, exc) from exc
 
     async def serve(self, *, task_status: trio.TaskStatus[MosnServer] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`shutdown`; then drain within ``graceful_timeout``."""
