@@ -311,30 +311,6 @@ class Connection:
             raise
         self.last_active = trio.current_time()
 
-    async def wait_peer_closed(self) -> bool:
-        """Wait until there is something to read; True if it is the peer's close.
-
-        For a task that must notice a client leaving while nobody reads from it (the
-        reader is busy elsewhere).  Data waiting to be read (a pipelined request) ends
-        the wait with False and is left in the socket.
-
-        Cancellation: safe, nothing is consumed.
-        """
-        while not self.closed:
-            try:
-                await trio.lowlevel.wait_readable(self._sock)
-            except trio.ClosedResourceError:
-                return True
-            try:
-                data = self._sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return True
-            return not data
-        await trio.lowlevel.checkpoint()
-        return True
-
     def peer_closed_while_idle(self) -> bool:
         """True if an idle connection's peer has closed it (or sent unexpected bytes).
 
@@ -360,32 +336,6 @@ class Connection:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError:
                 self.close()
-
-    async def close_lingering(self, timeout: float) -> None:
-        """Close after letting the peer finish sending: a lingering close.
-
-        Closing a socket with unread data makes the kernel answer with a reset, and a
-        reset can destroy a response the peer has not read yet — a client that sends
-        its whole body before reading (a refused upload, say) would see "broken pipe"
-        instead of the answer.  So: send FIN after what is queued, read and discard
-        until the peer closes or ``timeout`` passes, then close.
-        """
-        if self.closed:
-            await trio.lowlevel.checkpoint()
-            return
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.close()
-            await trio.lowlevel.checkpoint()
-            return
-        with trio.move_on_after(timeout):
-            try:
-                while await self.receive_some():
-                    pass
-            except ConnectionClosedError:
-                pass
-        self.close()
 
     def close(self, event: ConnectionEvent = ConnectionEvent.LOCAL_CLOSE) -> None:
         """Close now (idempotent); wake parked tasks; fire ``event`` once."""

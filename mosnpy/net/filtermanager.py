@@ -2,10 +2,8 @@
 
 Read filters run in order on every read with the connection's accumulated buffer;
 a filter that returns STOP ends the pass (the bytes it left stay buffered for the next
-one).  A filter that must wait for more bytes *inside* its own ``on_data`` — the proxy
-streaming a request body upstream — calls :meth:`FilterManager.read_more`, which reads
-from the connection and runs the filters before it, so nothing upstream of the proxy
-in the chain is bypassed.
+one).  Filters never read the socket themselves: the connection's reader feeds every
+pass, so nothing before the proxy in the chain is bypassed.
 """
 
 from __future__ import annotations
@@ -56,24 +54,6 @@ class FilterManager:
                 return
             if await f.on_data(buf) is FilterStatus.STOP:
                 return
-
-    async def read_more(self, caller: ReadFilter) -> bool:
-        """Read once more for ``caller``; False when the peer has closed.
-
-        The new bytes pass through the filters before ``caller`` first; ``caller``
-        then finds them in the connection's read buffer.
-        """
-        conn = self.connection
-        data = await conn.receive_some()
-        if not data:
-            return False
-        conn.read_buffer += data
-        for f in self.read_filters:
-            if f is caller:
-                break
-            if await f.on_data(conn.read_buffer) is FilterStatus.STOP:
-                break
-        return True
 
     def on_write(self, data: bytearray) -> bool:
         """Run the write filters; False if one of them dropped the bytes."""

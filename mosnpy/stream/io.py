@@ -96,7 +96,7 @@ def flush_touched(*, awaiting: list[StreamIO] | None = None) -> list[StreamIO]:
     while _touched:
         io = _touched.pop()
         io.flush()
-        if io.conn.write_backlog > MAX_BACKLOG:
+        if io.over_backlog():
             slow.append(io)
     if _awaiting:
         if awaiting is None:
