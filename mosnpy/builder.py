@@ -154,16 +154,25 @@ class ProxyBuilder:
         *,
         router: str = "default",
         protocol: str = "Http1",
+        upstream_protocol: str = "Auto",
+        extend_config: Mapping[str, Any] | None = None,
         stream_filters: Sequence[tuple[str, Mapping[str, Any]]] = (),
         network_filters: Sequence[tuple[str, Mapping[str, Any]]] = (),
         max_connections: int = 0,
         idle_timeout: float | None = None,
     ) -> ProxyBuilder:
-        """Add a listener whose chain is ``network_filters`` then the ``proxy`` filter."""
+        """Add a listener whose chain is ``network_filters`` then the ``proxy`` filter
+        (``protocol`` downstream, ``upstream_protocol`` upstream: ``"Auto"`` is the
+        same; ``extend_config`` per protocol name, e.g. ``{"Http2": {...}}``)."""
         filters = [FilterConfig(type=t, config=c) for t, c in network_filters]
-        filters.append(
-            FilterConfig(type="proxy", config={"downstream_protocol": protocol, "router_config_name": router})
-        )
+        proxy: dict[str, Any] = {
+            "downstream_protocol": protocol,
+            "upstream_protocol": upstream_protocol,
+            "router_config_name": router,
+        }
+        if extend_config:
+            proxy["extend_config"] = dict(extend_config)
+        filters.append(FilterConfig(type="proxy", config=proxy))
         self._listeners.append(
             ListenerConfig(
                 name=name,

@@ -45,6 +45,7 @@ __all__ = [
     "Outbox",
     "ConnectionTerminated",
     "DataReceived",
+    "FlowResumed",
     "HeaderMap",
     "PoolMode",
     "ProtocolConversionError",
@@ -89,12 +90,16 @@ class RequestHeaders(HeaderMap):
     and query).  HTTP protocols hand these up, so a route can rewrite the target and
     the upstream stream connection writes what the route left there."""
 
-    __slots__ = ("method", "target")
+    __slots__ = ("method", "target", "timeout")
 
     def __init__(self, items: Iterable[tuple[str, str]] = (), *, method: str = "", target: str = "") -> None:
         super().__init__(items)
         self.method = method
         self.target = target
+        #: seconds the request has left, set by the proxy just before it goes upstream
+        #: when the request carried its own deadline; a protocol that can say so
+        #: (gRPC's ``grpc-timeout``) passes it on.  None: nothing to pass on.
+        self.timeout: float | None = None
 
 
 # -- events ---------------------------------------------------------------------------
@@ -215,6 +220,14 @@ class StreamReset(StreamEvent):
         return ("stream_id", "reason", "message")
 
 
+class FlowResumed(StreamEvent):
+    """The peer opened its flow-control window: data queued for ``stream_id`` (0: for
+    every stream) is moving again, so whoever held back acknowledging the data it
+    forwards there (:meth:`StreamConnection.consumed`) may catch up."""
+
+    __slots__ = ()
+
+
 class ConnectionTerminated(StreamEvent):
     """The connection cannot carry streams any more (garbage, too many missed
     heartbeats, a GOAWAY): send what is queued, then close.  ``stream_id`` is 0."""
@@ -256,6 +269,18 @@ class StreamConnection(Protocol):
 
     def data_to_send(self) -> bytes:
         """Empty and return the outbox."""
+        ...
+
+    def consumed(self, stream_id: int, n: int) -> None:
+        """``n`` bytes of the body received on ``stream_id`` were passed on: the peer
+        may send that much more (HTTP/2 opens its window; protocols whose flow control
+        is TCP's do nothing, the reader simply reads on)."""
+        ...
+
+    def buffered(self, stream_id: int) -> int:
+        """Bytes accepted by :meth:`send_data` for ``stream_id`` that wait for the
+        peer's flow-control window (not yet in the outbox).  While this is large the
+        feeder holds back :meth:`consumed` on the stream it forwards from."""
         ...
 
     def next_deadline(self) -> float:
@@ -323,6 +348,12 @@ class ClientStreamConnection(StreamConnection, Protocol):
         """Streams open on this connection."""
         ...
 
+    @property
+    def stream_limit(self) -> int:
+        """How many streams the peer lets this connection carry at once (0: no limit
+        of its own; the pool's cap applies).  HTTP/2: its ``MAX_CONCURRENT_STREAMS``."""
+        ...
+
     def new_stream(self) -> int:
         """Allocate a stream (for xprotocol, a fresh request id) and return its id."""
         ...
@@ -358,6 +389,13 @@ class Outbox:
 
     def on_timer(self, now: float) -> list[StreamEvent]:
         return []
+
+    def consumed(self, stream_id: int, n: int) -> None:
+        """Flow control is TCP's: nothing to acknowledge."""
+
+    def buffered(self, stream_id: int) -> int:
+        """Everything sent goes straight to the outbox."""
+        return 0
 
 
 #: What a protocol descriptor names: factories taking the protocol's options.

@@ -45,6 +45,8 @@ class ProtocolDescriptor:
             arguments: the ``extend_config`` options); None for a protocol the proxy
             drives through its codec (HTTP/1, until it moves onto stream connections).
         client_stream_connection: builds an upstream stream connection.
+        family: protocols of one non-empty family convert into each other (``"http"``:
+            HTTP/1.1 and HTTP/2), so a listener may speak one and its upstream the other.
     """
 
     name: str
@@ -55,6 +57,11 @@ class ProtocolDescriptor:
     pool_mode: PoolMode = PoolMode.PING_PONG
     server_stream_connection: Callable[..., ServerStreamConnection] | None = None
     client_stream_connection: Callable[..., ClientStreamConnection] | None = None
+    family: str = ""
+
+    def converts_to(self, other: ProtocolDescriptor) -> bool:
+        """Whether streams of this protocol may be forwarded as ``other``."""
+        return other is self or (bool(self.family) and self.family == other.family)
 
     def server_codec(self, **extend_config: object) -> Any:
         """A codec for one downstream connection, configured by ``extend_config``."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import attrs
 
 from mosnpy.config.models import ProxyConfig
+from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.router import RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
 from mosnpy.upstream.cluster import ClusterManager
@@ -43,6 +44,9 @@ class ProxyContext:
     #: stops reading it (MOSN's max_request_per_conn default)
     max_requests_in_flight: int = 1024
     stats: DownstreamStats = attrs.field(factory=lambda: DownstreamStats())
+    #: upstream protocols routes name (``route.upstream_protocol``), resolved and
+    #: checked convertible when the listener is built
+    route_protocols: dict[str, ProtocolDescriptor] = attrs.field(factory=dict)
 
 
 @attrs.define

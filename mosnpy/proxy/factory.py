@@ -128,7 +128,20 @@ class ProxyFilterFactory:
             options = extend.get(name, {})
             if isinstance(options, Mapping):
                 descriptor.check_options(dict(options))
+                try:  # values too: a bad one is a config error now, not per connection
+                    descriptor.server_stream_connection(**options)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{name} extend_config: {exc}") from None
         self.upstream = upstream_protocol(ctx.config.upstream_protocol, self.candidates)
+        # Routes may name their own upstream protocol: resolved and checked now.
+        routes = ctx.routes
+        for vhost in routes.virtual_hosts if routes is not None else ():
+            for route in vhost.routes:
+                spec = route.upstream_protocol
+                if spec and spec != AUTO and spec not in ctx.route_protocols:
+                    target = upstream_protocol(spec, self.candidates)
+                    assert target is not None
+                    ctx.route_protocols[spec] = target
 
     def create_filter_chain(self, manager: FilterManager) -> None:
         manager.add_read_filter(ProxyFilter(self.ctx, self.candidates, self.upstream))
@@ -141,8 +154,8 @@ def upstream_protocol(
 
     Raises:
         UnknownNameError: ``spec`` is not registered.
-        ValueError: a downstream protocol cannot be converted to ``spec`` (no protocol
-            conversion exists yet: each protocol is forwarded as itself).
+        ValueError: a downstream protocol cannot be converted to ``spec`` (only
+            protocols of one family convert: HTTP/1.1 ↔ HTTP/2).
     """
     if spec in ("", AUTO):
         return None
@@ -151,7 +164,7 @@ def upstream_protocol(
     except UnknownNameError as exc:
         raise ValueError(str(exc)) from None
     for name, descriptor in candidates:
-        if descriptor is not target:
+        if not descriptor.converts_to(target):
             raise ValueError(f"converting {name} to {spec} is not supported")
     return target
 
@@ -201,5 +214,5 @@ def create_proxy_filter_factory(config: Mapping[str, Any], build: BuildContext) 
     except UnknownNameError as exc:
         raise ConfigError(f"{path}.downstream_protocol", str(exc)) from None
     except ValueError as exc:
-        key = "upstream_protocol" if "convert" in str(exc) or "unknown" in str(exc) else "extend_config"
+        key = "extend_config" if "extend_config" in str(exc) else "upstream_protocol"
         raise ConfigError(f"{path}.{key}", str(exc)) from None

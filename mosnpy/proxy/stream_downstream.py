@@ -40,6 +40,7 @@ import trio
 
 from mosnpy.protocol.api import (
     DataReceived,
+    FlowResumed,
     HeaderMap,
     ProtocolConversionError,
     RequestHeaders,
@@ -55,7 +56,7 @@ from mosnpy.proxy.downstream import ClientGone, DownStream, Step
 from mosnpy.proxy.phases import Phase, allowed
 from mosnpy.proxy.timers import Timer
 from mosnpy.router import Route
-from mosnpy.stream.io import flush_touched
+from mosnpy.stream.io import STREAM_BUFFER, flush_touched
 from mosnpy.stream.stream import Stream
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_
 from mosnpy.upstream.multiplex import MultiplexConnection, MultiplexPool
@@ -114,6 +115,11 @@ class StreamDownStream(DownStream):
         self.response_parts: list[StreamEvent] = []
         self.response_ended = False
         self.timer: Timer | None = None
+        #: body bytes received and not yet acknowledged to their sender (flow
+        #: control: acknowledged once passed on to a peer that keeps up)
+        self.down_unacked = 0
+        self.up_unacked = 0
+        self._drain_waiting = False
 
     def __repr__(self) -> str:
         return f"<StreamDownStream {self.stream.protocol}#{self.sid} {self.phase.value}>"
@@ -151,6 +157,17 @@ class StreamDownStream(DownStream):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        # What was received and never passed on still counts against the peers'
+        # connection windows: give it back.
+        if self.down_unacked:
+            self.server.sc.consumed(self.sid, self.down_unacked)
+            self.down_unacked = 0
+            self.server.touch()
+        up = self.upstream
+        if self.up_unacked and up is not None:
+            up.sc.consumed(self.up_sid, self.up_unacked)
+            self.up_unacked = 0
+            up.touch()
         super()._finish()
         self.server.unhold(self)
         self.server.stream_done(self)
@@ -167,7 +184,11 @@ class StreamDownStream(DownStream):
         if not s.host and isinstance(s.headers, RequestHeaders):
             # An HTTP/1.0 request may lack Host; the request upstream may not.
             s.headers["host"] = self.host.address
-        pool = self.cluster.pool(self.host, self.server.upstream_protocol)
+        protocol = self.server.upstream_protocol
+        route = s.route
+        if route is not None and route.upstream_protocol:
+            protocol = self.ctx.route_protocols.get(route.upstream_protocol, protocol)
+        pool = self.cluster.pool(self.host, protocol)
         assert isinstance(pool, MultiplexPool), "stream protocols are served by stream pools"
         # A request that may not be resent gets a reused connection probed first.
         probe = s.method not in IDEMPOTENT
@@ -203,8 +224,13 @@ class StreamDownStream(DownStream):
         self.response_parts.clear()
         self.response_ended = False
         whole = self.request_ended and not self.body_size and self.trailers is None
+        headers = self.stream.headers
+        own = self.own_timeout
+        if own is not None and own < _INF and isinstance(headers, RequestHeaders):
+            # The request's own deadline goes on, less the time spent here.
+            headers.timeout = max(own - (trio.current_time() - self.stream.start_time), 0.0)
         try:
-            mc.sc.send_headers(sid, self.stream.headers, end_stream=whole)
+            mc.sc.send_headers(sid, headers, end_stream=whole)
         except ProtocolConversionError as exc:
             self._release_upstream()
             return self._reply(replies.Reply(502, f"{exc}\n"))
@@ -221,6 +247,7 @@ class StreamDownStream(DownStream):
                 up.sc.send_data(self.up_sid, piece, False)
             self.body_sent = len(body)
             up.touch()
+            self._ack_down()
         if not self.request_ended:
             server = self.server
             server.sc.request_body_wanted(self.sid)  # HTTP/1: 100 Continue, if asked
@@ -253,6 +280,9 @@ class StreamDownStream(DownStream):
     def on_downstream_event(self, event: StreamEvent) -> None:
         """More of the request (body, trailers) or its reset, from the server reader."""
         if self.completed:
+            if isinstance(event, DataReceived) and event.data:
+                self.server.sc.consumed(self.sid, len(event.data))  # nobody wants it
+                self.server.touch()
             return
         if isinstance(event, StreamReset):
             self.keep_alive = False
@@ -262,6 +292,7 @@ class StreamDownStream(DownStream):
         if isinstance(event, DataReceived):
             data = event.data
             if data:
+                self.down_unacked += len(data)
                 self._keep(data)
                 up = self.upstream
                 if up is not None and self.phase is _DOWN_RECV_DATA:
@@ -269,7 +300,11 @@ class StreamDownStream(DownStream):
                     up.touch()
                     if self.body is not None:
                         self.body_sent = len(self.body)
+                    self._ack_down()
             ended = event.end_stream
+        elif isinstance(event, FlowResumed):
+            self._ack_up()  # the client opened its window: the upstream may send more
+            return
         elif isinstance(event, TrailersReceived):
             self.trailers = event.trailers
             ended = True
@@ -279,6 +314,45 @@ class StreamDownStream(DownStream):
             self.request_ended = True
             if self.phase is _DOWN_RECV_DATA and self.upstream is not None:
                 self._resume(Phase.DOWN_RECV_TRAILER)
+
+    def _ack_down(self) -> None:
+        """Let the client send more of the request body, unless the upstream stream
+        still holds a lot of it (its window is shut): then its FlowResumed does it."""
+        n = self.down_unacked
+        up = self.upstream
+        if not n or up is None or up.sc.buffered(self.up_sid) > STREAM_BUFFER:
+            return
+        self.down_unacked = 0
+        self.server.sc.consumed(self.sid, n)
+        self.server.touch()
+
+    def _ack_up(self) -> None:
+        """Let the upstream send more of the response body, unless the client is
+        behind: its stream holds a lot (its window is shut: its FlowResumed comes back
+        here) or its socket does (a task waits for the drain: rare, the slow case)."""
+        n = self.up_unacked
+        up = self.upstream
+        if not n or up is None:
+            return
+        server = self.server
+        if server.sc.buffered(self.sid) > STREAM_BUFFER:
+            return
+        if server.over_backlog():
+            nursery = server.conn.nursery
+            if not self._drain_waiting and nursery is not None:
+                self._drain_waiting = True
+                nursery.start_soon(self._ack_after_drain)
+            return
+        self.up_unacked = 0
+        up.sc.consumed(self.up_sid, n)
+        up.touch()
+
+    async def _ack_after_drain(self) -> None:
+        await self.server.conn.drain()
+        self._drain_waiting = False
+        if not self.completed:
+            self._ack_up()
+            flush_touched()
 
     def _keep(self, data: bytes) -> None:
         """Keep a body piece for a retry, or give up retrying once it is too big.
@@ -341,7 +415,11 @@ class StreamDownStream(DownStream):
             if self.phase is _WAIT_NOTIFY:
                 self._resume(self._response_phase())
         elif isinstance(event, (DataReceived, TrailersReceived)):
+            if event.__class__ is DataReceived:
+                self.up_unacked += len(event.data)
             self._response_part(event)
+        elif isinstance(event, FlowResumed):
+            self._ack_down()  # the upstream opened its window: the client may send more
         elif isinstance(event, StreamReset):
             self.upstream = None  # the pool already forgot it
             self._upstream_reset(event)
@@ -461,6 +539,8 @@ class StreamDownStream(DownStream):
         if isinstance(event, DataReceived):
             sc.send_data(self.sid, event.data, event.end_stream)
             ended = event.end_stream
+            if self.up_unacked and not ended:
+                self._ack_up()
         else:
             assert isinstance(event, TrailersReceived)
             sc.send_trailers(self.sid, event.trailers)

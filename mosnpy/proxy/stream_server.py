@@ -24,6 +24,9 @@ from mosnpy.net.events import ConnectionEvent
 from mosnpy.net.filter import FilterStatus
 from mosnpy.protocol.api import (
     ConnectionTerminated,
+    DataReceived,
+    FlowResumed,
+    Outbox,
     RequestReceived,
     ResetReason,
     ServerStreamConnection,
@@ -32,12 +35,14 @@ from mosnpy.protocol.api import (
 from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.proxy.context import ProxyContext
 from mosnpy.proxy.stream_downstream import StreamDownStream
-from mosnpy.proxy.timers import Timers
+from mosnpy.proxy.timers import Timer, Timers
 from mosnpy.stream.io import StreamIO, flush_touched
 
 __all__ = ["StreamServer"]
 
 log = logging.getLogger("mosnpy.proxy")
+
+_INF = float("inf")
 
 #: How long a closing connection keeps reading (and discarding) what the client still
 #: sends after its final response, so the client gets to read that response.
@@ -55,6 +60,9 @@ class StreamServer(StreamIO):
         "_resume_pending",
         "_resumed",
         "_room",
+        "_sc_deadline",
+        "_sc_timer",
+        "_timed",
         "_timers",
         "_unheld",
         "ctx",
@@ -93,6 +101,10 @@ class StreamServer(StreamIO):
         #: a stream whose body waits for an upstream: the reader pauses for it
         self._held_by: StreamDownStream | None = None
         self._unheld: trio.Event | None = None
+        #: the stream connection has timers of its own (HTTP/2: flood windows, stalls)
+        self._timed = getattr(type(self.sc), "next_deadline", None) is not Outbox.next_deadline
+        self._sc_timer: Timer | None = None
+        self._sc_deadline = _INF
         conn.add_event_listener(self._on_connection_event)
 
     def timers(self) -> Timers:
@@ -175,6 +187,14 @@ class StreamServer(StreamIO):
                 found = streams.get(event.stream_id)
                 if found is not None:
                     found.on_downstream_event(event)
+                elif event.__class__ is DataReceived:
+                    data = event.data
+                    if data:  # for a stream already answered: nobody wants it
+                        self.sc.consumed(event.stream_id, len(data))
+                        self.touch()
+                elif event.__class__ is FlowResumed and not event.stream_id:
+                    for ds in list(streams.values()):  # the whole connection's window
+                        ds.on_downstream_event(event)
         return len(events)
 
     def _pump(self) -> None:
@@ -189,6 +209,37 @@ class StreamServer(StreamIO):
         if resumed is not None and not self.sc.read_paused:
             self._resumed = None
             resumed.set()
+
+    def flush(self) -> None:
+        super().flush()
+        if self._timed:
+            self._arm_sc_timer()
+
+    def _arm_sc_timer(self) -> None:
+        """Keep one timer armed at the stream connection's next deadline."""
+        deadline = self.sc.next_deadline()
+        if deadline >= self._sc_deadline or self.conn.closed:
+            return
+        if self._sc_timer is not None:
+            self._sc_timer.cancel()
+        self._sc_deadline = deadline
+        self._sc_timer = self.timers().arm(deadline, self._on_sc_timer)
+
+    def _on_sc_timer(self) -> None:
+        self._sc_timer = None
+        self._sc_deadline = _INF
+        if self.conn.closed:
+            return
+        events = self.sc.on_timer(trio.current_time())
+        if events:
+            self._busy = True
+            try:
+                self._dispatch(events, 0)
+            finally:
+                self._busy = False
+        self.touch()
+        flush_touched()
+        self._check_closing()
 
     def hold(self, ds: StreamDownStream) -> None:
         """Read no more from the client until ``ds`` has an upstream for its body."""
@@ -266,6 +317,9 @@ class StreamServer(StreamIO):
     def _on_connection_event(self, event: ConnectionEvent) -> None:
         if event.is_close:
             self._closed.set()
+            if self._sc_timer is not None:
+                self._sc_timer.cancel()
+                self._sc_timer = None
             for ds in list(self.streams.values()):
                 ds.abort()
             self.streams.clear()

@@ -31,12 +31,15 @@ import logging
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.protocol.api import StreamConnection
 
-__all__ = ["MAX_BACKLOG", "StreamIO", "flush_touched"]
+__all__ = ["MAX_BACKLOG", "STREAM_BUFFER", "StreamIO", "flush_touched"]
 
 log = logging.getLogger("mosnpy.stream")
 
 #: Bytes a connection may have queued for a slow peer before its feeders wait.
 MAX_BACKLOG = 1 << 20
+#: Bytes one stream may hold waiting for its peer's flow-control window before the
+#: proxy stops acknowledging what it forwards there (so that stream's sender waits).
+STREAM_BUFFER = 1 << 16
 
 _touched: list[StreamIO] = []
 _awaiting: list[StreamIO] = []

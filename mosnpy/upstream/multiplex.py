@@ -39,6 +39,7 @@ from mosnpy.protocol.api import (
     ClientStreamConnection,
     ConnectionTerminated,
     DataReceived,
+    FlowResumed,
     HeaderMap,
     ResetReason,
     ResponseReceived,
@@ -101,11 +102,20 @@ class MultiplexConnection(StreamIO):
 
     def has_room(self) -> bool:
         cap = self.pool.max_streams_per_connection
-        if self.closed:
+        if self.closed or self.sc.closing:
             return False
         if cap == 1:  # one at a time: the stream connection may still be mid-exchange
             return not self.listeners and not self.sc.active_streams
+        if self.peer_full():
+            return False
         return not cap or len(self.listeners) < cap
+
+    def peer_full(self) -> bool:
+        """The peer takes no more streams here (its own limit, or it is going away)."""
+        if self.sc.closing:
+            return True
+        limit = self.sc.stream_limit
+        return bool(limit) and self.sc.active_streams >= limit
 
     # -- streams -----------------------------------------------------------------------
 
@@ -149,10 +159,11 @@ class MultiplexConnection(StreamIO):
             if reset:
                 self.sc.reset(sid, ResetReason.LOCAL_RESET)
                 self.touch()
-            if self.sc.closing:
-                self.close("stream abandoned mid-exchange")
-            elif not self.listeners:
-                self.pool.released(self)
+            if not self.listeners:
+                if self.sc.closing:
+                    self.close("stream abandoned mid-exchange")
+                else:
+                    self.pool.released(self)
 
     def _deliver(self, events: list[StreamEvent]) -> None:
         listeners = self.listeners
@@ -163,6 +174,9 @@ class MultiplexConnection(StreamIO):
             sid = event.stream_id
             listener = listeners.get(sid)
             if listener is None:
+                if event.__class__ is FlowResumed and not sid:
+                    for each in list(listeners.values()):  # the whole connection's window
+                        each.on_upstream_event(event)
                 continue
             if _ends(event):
                 del listeners[sid]
@@ -339,6 +353,10 @@ class MultiplexPool(Dialer):
             if mc.has_room():
                 return mc
         if not self.max_connections or len(conns) + self.connecting < self.max_connections:
+            return None
+        if self.spread and all(mc.peer_full() for mc in conns):
+            # The peer caps streams per connection (HTTP/2's MAX_CONCURRENT_STREAMS) or
+            # is going away: one more connection, as HTTP/2 clients do.
             return None
         raise OverflowError_(
             f"{self.host.address}: {self.max_streams_per_connection} streams in flight on every connection"

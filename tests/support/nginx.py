@@ -12,7 +12,14 @@ Served locations:
 - ``/big`` -> 1 MiB of fixed pseudo-random bytes (:data:`BIG_BODY`)
 - ``/status/404``, ``/status/500``, ``/status/502``, ``/status/503``, ``/status/504``
   -> that status with a short text body (:data:`STATUS_BODIES`)
-- ``/dav/...`` -> WebDAV: PUT (parent dirs created), GET, DELETE, MKCOL, COPY, MOVE
+- ``/dav/...`` -> WebDAV: PUT (parent dirs created), GET, DELETE, MKCOL, COPY, MOVE;
+  an upload is checked by a PUT then a GET of the same path (or by reading
+  :attr:`NginxBackend.dav_dir`)
+
+``start_nginx(prefix, http2=True)`` makes the listener HTTP/2 over cleartext (h2c with
+prior knowledge: ``listen 127.0.0.1:PORT http2;``), serving the same locations.  Such a
+listener speaks HTTP/2 only (nginx 1.22 does not sniff HTTP/1 on it); start a second
+nginx for HTTP/1.
 """
 
 from __future__ import annotations
@@ -78,10 +85,14 @@ class NginxBackend:
     index_body: bytes = INDEX_HTML
     status_bodies: dict[int, bytes] = STATUS_BODIES
 
-    def __init__(self, port: int, prefix: Path, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, port: int, prefix: Path, proc: subprocess.Popen[bytes], *, http2: bool = False
+    ) -> None:
         self.port = port
         self.prefix = prefix
         self.proc = proc
+        #: the listener speaks HTTP/2 cleartext (prior knowledge) instead of HTTP/1.x
+        self.http2 = http2
 
     @property
     def pid(self) -> int:
@@ -107,7 +118,8 @@ class NginxBackend:
         return stop_process(self.proc, timeout=timeout)
 
     def __repr__(self) -> str:
-        return f"NginxBackend(port={self.port}, pid={self.pid}, prefix={str(self.prefix)!r})"
+        proto = ", http2=True" if self.http2 else ""
+        return f"NginxBackend(port={self.port}, pid={self.pid}{proto}, prefix={str(self.prefix)!r})"
 
 
 def _read(path: Path) -> str:
@@ -124,8 +136,9 @@ def _q(path: Path) -> str:
     return f'"{text}"'
 
 
-def render_config(prefix: Path, port: int) -> str:
-    """The nginx.conf text for a server rooted at ``prefix`` listening on 127.0.0.1:port."""
+def render_config(prefix: Path, port: int, *, http2: bool = False) -> str:
+    """The nginx.conf text for a server rooted at ``prefix`` listening on 127.0.0.1:port
+    (HTTP/2 cleartext with prior knowledge when ``http2``)."""
     tmp = prefix / "tmp"
     logs = prefix / "logs"
     status_locations = "\n".join(
@@ -166,7 +179,7 @@ http {{
     client_max_body_size {CLIENT_MAX_BODY_SIZE};
 
     server {{
-        listen {LOCALHOST}:{port};
+        listen {LOCALHOST}:{port}{" http2" if http2 else ""};
         server_name localhost;
         root {_q(prefix / "www")};
         default_type text/plain;
@@ -202,10 +215,12 @@ def _prepare_prefix(prefix: Path) -> None:
     (prefix / "www" / "big").write_bytes(BIG_BODY)
 
 
-def _launch(nginx: str, prefix: Path, port: int, timeout: float) -> subprocess.Popen[bytes] | None:
+def _launch(
+    nginx: str, prefix: Path, port: int, timeout: float, *, http2: bool = False
+) -> subprocess.Popen[bytes] | None:
     """Start nginx on ``port``; the process once it accepts, None if the port was taken."""
     conf = prefix / "nginx.conf"
-    conf.write_text(render_config(prefix, port), encoding="utf-8")
+    conf.write_text(render_config(prefix, port, http2=http2), encoding="utf-8")
     error_log = prefix / "logs" / "error.log"
     error_log.write_bytes(b"")
     stdout_log = prefix / "logs" / "stdout.log"
@@ -236,8 +251,12 @@ def _launch(nginx: str, prefix: Path, port: int, timeout: float) -> subprocess.P
 
 
 @contextlib.contextmanager
-def start_nginx(prefix: Path, *, startup_timeout: float = 10.0, attempts: int = 3) -> Iterator[NginxBackend]:
+def start_nginx(
+    prefix: Path, *, startup_timeout: float = 10.0, attempts: int = 3, http2: bool = False
+) -> Iterator[NginxBackend]:
     """Run a private nginx rooted at ``prefix`` (an empty dir of the test's) until exit.
+
+    ``http2``: the listener speaks HTTP/2 cleartext with prior knowledge (h2c), not HTTP/1.
 
     Raises :class:`NginxNotFoundError` if there is no nginx binary and
     :class:`ProcessStartError` (with nginx's error log) if it does not come up.
@@ -249,7 +268,7 @@ def start_nginx(prefix: Path, *, startup_timeout: float = 10.0, attempts: int = 
     port = 0
     for _ in range(attempts):
         port = free_port()
-        proc = _launch(nginx, prefix, port, startup_timeout)
+        proc = _launch(nginx, prefix, port, startup_timeout, http2=http2)
         if proc is not None:
             break
     if proc is None:
@@ -258,6 +277,6 @@ def start_nginx(prefix: Path, *, startup_timeout: float = 10.0, attempts: int = 
             + _read(prefix / "logs" / "error.log")
         )
     try:
-        yield NginxBackend(port, prefix, proc)
+        yield NginxBackend(port, prefix, proc, http2=http2)
     finally:
         stop_process(proc, timeout=10.0)

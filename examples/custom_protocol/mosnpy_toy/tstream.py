@@ -245,6 +245,15 @@ class _Base:
     def active_streams(self) -> int:
         return len(self.streams)
 
+    #: no limit of its own
+    stream_limit = 0
+
+    def consumed(self, stream_id: int, n: int) -> None:
+        """No flow control of its own: TCP's is enough for a toy."""
+
+    def buffered(self, stream_id: int) -> int:
+        return 0
+
     def _frame(self, type_: int, flags: int, sid: int, payload: bytes = b"") -> None:
         self._out += _HEAD.pack(type_, flags, sid, len(payload))
         self._out += payload

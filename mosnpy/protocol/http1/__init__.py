@@ -60,4 +60,5 @@ HTTP1 = ProtocolDescriptor(
     pool_mode=PoolMode.PING_PONG,
     server_stream_connection=Http1ServerStreamConnection,
     client_stream_connection=Http1ClientStreamConnection,
+    family="http",
 )

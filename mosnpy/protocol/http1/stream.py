@@ -81,6 +81,7 @@ class Http1RequestHeaders(RequestHeaders):
         self.raw = headers.raw
         self.method = head.method
         self.target = head.target
+        self.timeout = None
         self.head = head
 
 
@@ -413,6 +414,9 @@ class Http1ClientStreamConnection(Outbox):
     @property
     def active_streams(self) -> int:
         return 1 if self.current else 0
+
+    #: one exchange at a time
+    stream_limit = 1
 
     def start(self, now: float) -> None:
         """No timers: idle connections are checked by the pool."""

@@ -307,6 +307,9 @@ class XClientStreamConnection(Outbox):
     def active_streams(self) -> int:
         return len(self.streams)
 
+    #: as many calls in flight as ids allow (the pool's cap applies)
+    stream_limit = 0
+
     def start(self, now: float) -> None:
         if self.heartbeats is not None:
             self._next_heartbeat = now + self.keepalive_interval
