@@ -11,7 +11,10 @@ the transitions live, so the machine can be read, drawn and tested as a table.
 The jumps:
 
 * a local reply (no route, direct response, redirect, a filter's hijack, an upstream
-  error) jumps to ``UP_FILTER`` so the reply goes through the sender filters;
+  error) jumps to ``UP_FILTER`` so the reply goes through the sender filters; so does
+  an upstream response that starts while the request body is still streaming
+  (``DOWN_RECV_DATA``: a gRPC bidirectional call, an early answer): from there both
+  directions flow at once, the rest of the request going up as it arrives;
 * a filter may ``TERMINATE`` (jump to ``END``, no response), and a stream whose
   client left, or whose response had to be cut, ends from where it stands;
 * after-route filters may re-match the route, after-choose-host filters may re-choose

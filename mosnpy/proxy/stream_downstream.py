@@ -256,6 +256,12 @@ class StreamDownStream(DownStream):
         return Phase.DOWN_RECV_TRAILER
 
     def _down_recv_trailer(self) -> Step:
+        self._end_request()
+        self._start_timers()
+        return Phase.ONEWAY
+
+    def _end_request(self) -> None:
+        """Send the request's end upstream (its trailers, or an empty last piece)."""
         up = self.upstream
         assert up is not None
         if not self.up_ended:
@@ -265,8 +271,6 @@ class StreamDownStream(DownStream):
                 up.sc.send_data(self.up_sid, b"", True)
             self.up_ended = True
             up.touch()
-        self._start_timers()
-        return Phase.ONEWAY
 
     def _oneway(self) -> Step:
         if self.oneway:
@@ -295,7 +299,7 @@ class StreamDownStream(DownStream):
                 self.down_unacked += len(data)
                 self._keep(data)
                 up = self.upstream
-                if up is not None and self.phase is _DOWN_RECV_DATA:
+                if up is not None and not self.up_ended:  # full duplex: in any phase
                     up.sc.send_data(self.up_sid, data, False)
                     up.touch()
                     if self.body is not None:
@@ -314,6 +318,8 @@ class StreamDownStream(DownStream):
             self.request_ended = True
             if self.phase is _DOWN_RECV_DATA and self.upstream is not None:
                 self._resume(Phase.DOWN_RECV_TRAILER)
+            elif self.upstream is not None and not self.up_ended:
+                self._end_request()  # the response started first (full duplex)
 
     def _ack_down(self) -> None:
         """Let the client send more of the request body, unless the upstream stream
@@ -413,6 +419,10 @@ class StreamDownStream(DownStream):
                 return
             self.response = event
             if self.phase is _WAIT_NOTIFY:
+                self._resume(self._response_phase())
+            elif self.phase is _DOWN_RECV_DATA and self.upstream is not None:
+                # The answer starts while the request still streams (gRPC bidi, an
+                # early answer): both directions flow from here on.
                 self._resume(self._response_phase())
         elif isinstance(event, (DataReceived, TrailersReceived)):
             if event.__class__ is DataReceived:

@@ -332,6 +332,7 @@ class StreamServer(StreamIO):
         """Graceful drain: finish the streams in flight, then close."""
         self.draining = True
         self.sc.shutdown()
+        self.flush()  # what the protocol says to a draining peer (HTTP/2: GOAWAY)
         if not self.streams:
             self.sc.closing = True
         self._check_closing(flushed=False)

@@ -300,7 +300,8 @@ class MultiplexPool(Dialer):
         self.idle: list[MultiplexConnection] = []
         self.closed = False
         self._next = 0
-        self._connect_lock = trio.Lock()
+        #: set when the dial under way ends (None: no dial under way)
+        self._dialing: trio.Event | None = None
         self._connect_failures = 0
         self._last_connect_error = ""
 
@@ -375,25 +376,32 @@ class MultiplexPool(Dialer):
             return mc
         if not self.spread:
             return await self._open()  # a connection per stream: dial in parallel
-        failures = self._connect_failures
-        async with self._connect_lock:
+        while self._dialing is not None:
+            # A dial is under way: wait for it with everyone else and look again
+            # together (a lock would hand the pool to one waiter per scheduler turn).
+            failures = self._connect_failures
+            await self._dialing.wait()
             if self._connect_failures != failures and not self.connections:
-                # The connect we queued behind failed: share its outcome instead of
+                # The connect we waited for failed: share its outcome instead of
                 # dialing again one after another (a dead host would make each waiter
                 # pay a whole connect timeout in turn).
                 raise ConnectFailedError(self._last_connect_error)
             mc = self.ready()
             if mc is not None:
                 return mc
-            try:
-                return await self._open()
-            except ConnectFailedError as exc:
-                self._connect_failures += 1
-                self._last_connect_error = str(exc)
-                mc = self.ready() if self.connections else None
-                if mc is None:
-                    raise
-                return mc
+        self._dialing = trio.Event()
+        try:
+            return await self._open()
+        except ConnectFailedError as exc:
+            self._connect_failures += 1
+            self._last_connect_error = str(exc)
+            mc = self.ready() if self.connections else None
+            if mc is None:
+                raise
+            return mc
+        finally:
+            dialing, self._dialing = self._dialing, None
+            dialing.set()
 
     async def _open(self) -> MultiplexConnection:
         if self.closed:

@@ -184,19 +184,20 @@ async def test_bidi_echo(client: EchoClient) -> None:
 
 
 async def test_bidi_echo_16x1mib(client: EchoClient) -> None:
-    # More than the windows of every hop hold: the answers must flow while the client
-    # is still sending, or the server blocks on its send and stops reading.
+    # More than the windows of every hop hold (1 MiB per stream): the answers must flow
+    # while the client is still sending, or the server blocks on its send, stops
+    # reading, and the call deadlocks (directly it takes well under a second).
     chunks = [stream_message(i, MIB) for i in range(16)]
-    assert await blocking(client.bidi, chunks, timeout=20) == chunks
+    assert await blocking(client.bidi, chunks, timeout=8) == chunks
 
 
 async def test_bidi_lockstep_is_full_duplex(client: EchoClient) -> None:
-    # Each message is sent only after the previous echo came back: a hop that buffered
-    # the request until the client half-closed would hang here until the deadline.
+    # Each message is sent only after the previous echo came back: a hop that held the
+    # response until the client half-closed hangs here until the deadline.
     chunks = [f"ping-{i}".encode() * (i + 1) for i in range(10)]
     started = time.monotonic()
-    assert await blocking(client.bidi_lockstep, chunks, timeout=10) == chunks
-    assert time.monotonic() - started < 5
+    assert await blocking(client.bidi_lockstep, chunks, timeout=5) == chunks
+    assert time.monotonic() - started < 2
 
 
 # -- failures the server makes -------------------------------------------------------------

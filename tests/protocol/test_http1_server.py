@@ -139,9 +139,14 @@ SAMPLES: list[tuple[str, bytes, list[tuple[Any, ...]]]] = [
         [head("POST", "/", [], BodyFraming.CHUNKED), ("data", b"0123456789"), ("end", None)],
     ),
     (
-        "hop-by-hop fields are removed, Connection-named too",
+        "hop-by-hop fields are removed, Connection-named too (TE kept only as 'trailers')",
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: 5\r\nX-Hop: 1\r\n"
         b"TE: trailers\r\nProxy-Connection: x\r\nUpgrade: foo\r\nX-Keep: 2\r\n\r\n",
+        [head("GET", "/", [("host", "h"), ("te", "trailers"), ("x-keep", "2")]), ("end", None)],
+    ),
+    (
+        "TE other than trailers is dropped",
+        b"GET / HTTP/1.1\r\nHost: h\r\nTE: gzip, deflate\r\nConnection: TE\r\nX-Keep: 2\r\n\r\n",
         [head("GET", "/", [("host", "h"), ("x-keep", "2")]), ("end", None)],
     ),
     (

@@ -535,6 +535,38 @@ async def test_a_body_waiting_for_its_upstream_is_not_buffered_without_bound(
         assert [r.request_id for r in pb.replies()] == [7]
 
 
+async def test_an_answer_that_starts_before_the_request_ends_flows_both_ways(
+    autojump_clock: MockClock,
+) -> None:
+    """Full duplex (gRPC bidi, an early answer): the response head jumps from
+    DOWN_RECV_DATA to UP_FILTER and goes down at once; the rest of the request still
+    goes up, its end too, and the stream ends when the response does."""
+    async with Playbook() as pb:
+        await pb.send(request(), end_stream=False)
+        ds = pb.streams[0]
+        [up] = pb.upstream_requests()
+        head = XHeaders(response(7), "toy")
+        await pb.deliver(up, ResponseReceived(ds.up_sid, head, status=200, end_stream=False))
+        assert pb.replies() == [response(7)]  # before the request ended
+        assert ds.phase is P.UP_RECV_DATA and not ds.up_ended
+        await pb.feed(DataReceived(ds.sid, b"more"))
+        assert ds.body_sent == 1 and not ds.up_ended
+        await pb.feed(DataReceived(ds.sid, b"", end_stream=True))
+        assert ds.up_ended and not ds.completed
+        await pb.deliver(up, DataReceived(ds.up_sid, b"", end_stream=True))
+        assert ds.completed
+        assert pb.trace() == [
+            *HEAD,
+            P.DOWN_RECV_HEADER,
+            P.DOWN_RECV_DATA,
+            P.UP_FILTER,
+            P.UP_RECV_HEADER,
+            P.UP_RECV_DATA,
+            P.UP_RECV_TRAILER,
+            P.END,
+        ]
+
+
 # --------------------------------------------------------------------------- the table
 
 

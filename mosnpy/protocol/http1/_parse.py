@@ -71,6 +71,8 @@ K_CONTENT_LENGTH = 4  # kept; decides framing
 K_EXPECT = 5  # kept in the map, left out of ``raw`` (the proxy answers 100-continue itself)
 K_HOST = 6  # kept; must not repeat
 K_UPGRADE = 7  # hop-by-hop; its tokens decide whether an upgrade can be ignored
+K_TE = 8  # hop-by-hop, left out of ``raw``; kept in the map as ``te: trailers`` when it
+#: says so, the one TE an HTTP/2 upstream may receive (gRPC needs it)
 
 _HOP_FIELDS = {
     "connection": K_CONNECTION,
@@ -82,7 +84,7 @@ _HOP_FIELDS = {
     "transfer-encoding": K_TRANSFER_ENCODING,
     "content-length": K_CONTENT_LENGTH,
 }
-REQUEST_FIELDS: dict[str, int] = {**_HOP_FIELDS, "expect": K_EXPECT, "host": K_HOST}
+REQUEST_FIELDS: dict[str, int] = {**_HOP_FIELDS, "expect": K_EXPECT, "host": K_HOST, "te": K_TE}
 RESPONSE_FIELDS: dict[str, int] = dict(_HOP_FIELDS)
 #: Framing and routing fields make no sense in trailers; drop them with the hop-by-hop ones.
 TRAILER_FIELDS: dict[str, int] = {**{name: K_HOP for name in _HOP_FIELDS}, "host": K_HOP, "expect": K_HOP}
@@ -90,7 +92,7 @@ TRAILER_FIELDS: dict[str, int] = {**{name: K_HOP for name in _HOP_FIELDS}, "host
 #: Connection values that name no other header (by far the most common ones).
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
 #: Connection tokens that never remove a header of the same name (smuggling guard).
-_PROTECTED = frozenset({"close", "keep-alive", "content-length", "host", ""})
+_PROTECTED = frozenset({"close", "keep-alive", "content-length", "host", "te", ""})
 
 Fields = tuple[
     list[tuple[str, str]],  # kept (name, value) pairs, lower-case names
@@ -158,6 +160,8 @@ def parse_fields(
         elif kind == K_EXPECT:
             expect = value
             append((name, value))
+        elif kind == K_TE and "trailers" in connection_tokens(value):
+            append(("te", "trailers"))
     if conn is not None and conn.lower() not in _PLAIN_CONNECTION:
         named = connection_tokens(conn) - _PROTECTED
         if named and any(k in named for k, _ in items):

@@ -88,7 +88,9 @@ _STATUS_FOR_CODE = {
     16: 401,
 }
 
-_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+#: unit → (multiplier, divisor): sub-second units divide by an exact power of ten, so
+#: "2745m" is 2.745 and not 2.7449999999999997
+_UNITS = {"H": (3600, 1), "M": (60, 1), "S": (1, 1), "m": (1, 1000), "u": (1, 10**6), "n": (1, 10**9)}
 
 
 def is_grpc(content_type: str | None) -> bool:
@@ -121,17 +123,18 @@ def parse_timeout(value: str | None) -> float | None:
         return None
     digits, unit = value[:-1], value[-1]
     scale = _UNITS.get(unit)
-    if scale is None or not digits.isdigit():
+    if scale is None or not digits.isascii() or not digits.isdigit():
         return None
-    return int(digits) * scale
+    return int(digits) * scale[0] / scale[1]
 
 
 def format_timeout(seconds: float) -> str:
     """Seconds as ``grpc-timeout``: the finest unit that fits 8 digits, rounded up
     (a deadline passed on must never grow), at least ``1n``."""
     seconds = max(seconds, 0.0)
-    for unit, scale in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3), ("S", 1.0), ("M", 60.0), ("H", 3600.0)):
-        value = math.ceil(seconds / scale)
+    for unit in ("n", "u", "m", "S", "M", "H"):
+        mul, div = _UNITS[unit]
+        value = math.ceil(round(seconds * div / mul, 6))  # round: 2.745*1000 is 2745.0000000000005
         if value < 100_000_000:
             return f"{max(value, 1)}{unit}"
     return "99999999H"

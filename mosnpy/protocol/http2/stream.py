@@ -83,6 +83,9 @@ _OPEN_STATES = {
     True: h2.connection.ConnectionState.CLIENT_OPEN,
     False: h2.connection.ConnectionState.SERVER_OPEN,
 }
+#: Streams a client opens before the server's SETTINGS say how many it allows (RFC
+#: 9113 §6.5.2 recommends servers allow at least 100).
+_ASSUMED_STREAMS = 100
 #: The default connection window is 65,535 bytes whatever the settings say.
 _DEFAULT_WINDOW = 65535
 
@@ -241,6 +244,8 @@ class _H2Base:
             return
         frame = conn.max_outbound_frame_size
         queue = stream.queue
+        if window > 0:
+            stream.blocked_since = None  # moving: only a window shut all along is a stall
         while queue and window > 0:
             chunk = queue[0]
             n = min(len(chunk), window, frame)
@@ -255,7 +260,6 @@ class _H2Base:
             conn.send_data(sid, chunk, end_stream=last)
         if queue:
             return
-        stream.blocked_since = None
         if stream.trailers_queued is not None:
             conn.send_headers(sid, stream.trailers_queued, end_stream=True)
             stream.trailers_queued = None
@@ -289,10 +293,11 @@ class _H2Base:
     def reset(self, stream_id: int, reason: ResetReason) -> None:
         if self.streams.pop(stream_id, None) is None:
             return
-        try:
-            self.h2.reset_stream(stream_id, _CODE_FOR_RESET.get(reason, _Codes.INTERNAL_ERROR))
-        except h2.exceptions.ProtocolError:
-            pass  # already closed on h2's side
+        if stream_id in self.h2.streams:  # a stream whose head never went out: just forget it
+            try:
+                self.h2.reset_stream(stream_id, _CODE_FOR_RESET.get(reason, _Codes.INTERNAL_ERROR))
+            except h2.exceptions.ProtocolError:
+                pass  # already closed on h2's side
         self._stream_gone()
 
     def _end_local(self, sid: int, stream: _Stream) -> None:
@@ -336,6 +341,8 @@ class _H2Base:
             handler = self._handlers.get(type(event))
             if handler is not None:
                 handler(self, event, events)
+                if events and events[-1].__class__ is ConnectionTerminated:
+                    break  # the connection is done: nothing after this counts
         return events
 
     #: h2 event type → handler (each side fills its own)
@@ -352,6 +359,16 @@ class _H2Base:
                 if stream.queue:
                     self._pump(sid, stream)
         events.append(FlowResumed(sid))
+
+    def _on_settings(self, event: h2.events.RemoteSettingsChanged, events: list[StreamEvent]) -> None:
+        """A larger INITIAL_WINDOW_SIZE opens every stream's window with no
+        WINDOW_UPDATE (RFC 9113 §6.9.2): move what waits."""
+        if _S.INITIAL_WINDOW_SIZE in event.changed_settings:
+            waiting = [(sid, stream) for sid, stream in self.streams.items() if stream.queue]
+            for sid, stream in waiting:
+                self._pump(sid, stream)
+            if waiting:
+                events.append(FlowResumed(0))
 
     def _on_stream_reset(self, event: h2.events.StreamReset, events: list[StreamEvent]) -> None:
         sid = event.stream_id
@@ -608,6 +625,11 @@ class H2ServerStreamConnection(_H2Base):
     def _on_control(self, event: object, events: list[StreamEvent]) -> None:
         self._count_control(events)
 
+    def _on_server_settings(self, event: h2.events.RemoteSettingsChanged, events: list[StreamEvent]) -> None:
+        self._count_control(events)
+        if not self.closing:
+            self._on_settings(event, events)
+
     _handlers: ClassVar[dict[type, Callable[[Any, Any, list[StreamEvent]], None]]] = {
         h2.events.RequestReceived: _on_request,
         h2.events.DataReceived: _on_data,
@@ -616,7 +638,7 @@ class H2ServerStreamConnection(_H2Base):
         h2.events.WindowUpdated: _H2Base._on_window,
         h2.events.ConnectionTerminated: _H2Base._on_goaway,
         h2.events.PingReceived: _on_control,
-        h2.events.RemoteSettingsChanged: _on_control,
+        h2.events.RemoteSettingsChanged: _on_server_settings,
         h2.events.PriorityUpdated: _on_control,
         h2.events.UnknownFrameReceived: _on_control,
     }
@@ -632,13 +654,14 @@ class H2ClientStreamConnection(_H2Base):
     server's ``MAX_CONCURRENT_STREAMS``) before opening one more.
     """
 
-    __slots__ = ("_next_id", "_ping_due", "_ping_outstanding")
+    __slots__ = ("_next_id", "_ping_due", "_ping_outstanding", "_settings_seen")
 
     client_side = True
 
     def __init__(self, **options: object) -> None:
         super().__init__(H2Settings(**options))  # type: ignore[arg-type]
         self._next_id = 1
+        self._settings_seen = False
         self._ping_due = _INF
         self._ping_outstanding = False
 
@@ -650,6 +673,8 @@ class H2ClientStreamConnection(_H2Base):
     def stream_limit(self) -> int:
         if self._goaway_received:
             return len(self.streams) or 1  # no room: GOAWAY allows no new stream
+        if not self._settings_seen:
+            return _ASSUMED_STREAMS  # until the server says, assume what RFC 9113 asks
         limit = self.h2.remote_settings.max_concurrent_streams
         return limit if limit < 2**31 else 0
 
@@ -775,6 +800,10 @@ class H2ClientStreamConnection(_H2Base):
     def _on_ping_ack(self, event: object, events: list[StreamEvent]) -> None:
         self._ping_outstanding = False
 
+    def _on_client_settings(self, event: h2.events.RemoteSettingsChanged, events: list[StreamEvent]) -> None:
+        self._settings_seen = True
+        self._on_settings(event, events)
+
     _handlers: ClassVar[dict[type, Callable[[Any, Any, list[StreamEvent]], None]]] = {
         h2.events.ResponseReceived: _on_response,
         h2.events.DataReceived: _on_data,
@@ -783,4 +812,5 @@ class H2ClientStreamConnection(_H2Base):
         h2.events.WindowUpdated: _H2Base._on_window,
         h2.events.ConnectionTerminated: _H2Base._on_goaway,
         h2.events.PingAckReceived: _on_ping_ack,
+        h2.events.RemoteSettingsChanged: _on_client_settings,
     }
