@@ -1,7 +1,7 @@
 """mosnpy against the cheapest trio proxy doing the same job: every row, one run, one table.
 
     .venv/bin/python benchmarks/compare.py [--reps 3] [--duration 8] [--rows direct,nginx,floor,mosnpy]
-                                           [--suites http1,dubbo,bolt] [--baseline OTHER_CHECKOUT]
+                                           [--suites http1,http2,dubbo,bolt] [--baseline OTHER_CHECKOUT]
 
 Suites and rows:
 
@@ -9,6 +9,14 @@ Suites and rows:
   13 bytes.  Rows: ``direct`` (wrk to the backend), ``nginx`` (nginx as reverse proxy,
   1 worker, keep-alive upstream), ``floor`` (``floors/http1_floor.py``), ``mosnpy``
   (``.venv/bin/mosnpy -c`` a generated config: one route, one cluster).
+* ``http2``: ``h2load -t1 -c50 -m10`` (50 h2c connections x 10 streams in flight) for
+  ``--duration`` s against an nginx backend (``listen ... http2``, h2c with prior
+  knowledge, ``sendfile off``: with it nginx 1.22 delays answers on reused h2
+  connections by ~40 ms) that answers the same 13 bytes and allows 128 streams per
+  connection.  Rows: ``direct``, ``floor`` (``floors/h2_floor.py``: h2c both ways, one
+  shared upstream connection, more only when its MAX_CONCURRENT_STREAMS is reached),
+  ``mosnpy`` (downstream_protocol ``Http2``, upstream ``Auto``).  No ``nginx`` row: nginx
+  cannot proxy to an HTTP/2 upstream.
 * ``dubbo`` / ``bolt``: ``rpc_load.py load``, 4 connections x 32 calls in flight, real
   request frames with fresh ids, every answer checked against its caller, to
   ``rpc_load.py provide`` (answers with the real response frame).  Rows: ``direct``,
@@ -19,14 +27,16 @@ Suites and rows:
   checkout (and its plugins) first on PYTHONPATH.
 
 The proxy runs alone on CPU 0 (taskset); backend, provider and load run on CPU 1.  Per
-row and repetition the proxy is started afresh, checked with one request (HTTP) or a
-1 s checked run (RPC), warmed up for 1 s, then measured.  Columns: requests (calls) per
-second; CPU µs per request = the proxy's user+sys time (/proc/PID/stat, summed over its
-session) during the measured run / requests completed; errors (wrk socket errors and
-non-2xx; RPC misroutes, mismatches, altered answers, lost calls, failed connections),
-summed over repetitions; and each row's CPU per request and rate relative to the floor.
-Cells are medians over ``--reps``; repetitions are interleaved so drift hits every row
-alike.  Compare rows of one run, never across runs.
+row and repetition the proxy is started afresh, checked with one request (HTTP; h2c for
+http2) or a 1 s checked run (RPC), warmed up for 1 s (http2: 2 s, while the upstream
+connections open), then measured.  Columns: requests (calls) per second; CPU µs per
+request = the proxy's user+sys time (/proc/PID/stat, summed over its session) during the
+measured run / requests completed; errors (wrk socket errors and non-2xx; h2load's
+failed requests: stream errors, timeouts, 4xx/5xx; RPC misroutes, mismatches, altered
+answers, lost calls, failed connections), summed over repetitions; and each row's CPU
+per request and rate relative to the floor.  Cells are medians over ``--reps``;
+repetitions are interleaved so drift hits every row alike.  Compare rows of one run,
+never across runs.
 
 Everything runs on 127.0.0.1, on ports picked here; every process is started here and
 stopped by its pid; every step has a timeout.  Logs stay in a temporary directory,
@@ -59,7 +69,9 @@ PROXY_CPU, LOAD_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = b"Hello, world!"
 ROW_KINDS = ("direct", "nginx", "floor", "mosnpy")
-SUITES = ("http1", "dubbo", "bolt")
+SUITES = ("http1", "http2", "dubbo", "bolt")
+HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2"}
+NEEDS_H2LOAD = "needs h2load (bash .ci/run installs nghttp2-client)"
 START_TIMEOUT = 20.0
 
 
@@ -200,9 +212,9 @@ def running(proc: Proc, port: int) -> Iterator[Proc]:
 
 def mosnpy_config(port: int, upstream_port: int, protocol: str) -> dict[str, Any]:
     """One listener, one route, one cluster; RPC routes match on the ``service`` header."""
-    if protocol == "Http1":
+    if protocol in ("Http1", "Http2"):
         match: dict[str, Any] = {"prefix": "/"}
-        listener = "bench_http1"
+        listener = f"bench_{protocol.lower()}"
     else:
         match = {"headers": [{"name": "service", "value": ".*"}]}
         listener = f"egress_{protocol}"
@@ -258,8 +270,10 @@ def mosnpy_config(port: int, upstream_port: int, protocol: str) -> dict[str, Any
     }
 
 
-def nginx_config(prefix: Path, port: int, upstream_port: int | None) -> Path:
-    """nginx: the backend (fixed 13-byte body) or, with ``upstream_port``, a reverse proxy."""
+def nginx_config(prefix: Path, port: int, upstream_port: int | None, http2: bool = False) -> Path:
+    """nginx: the backend (fixed 13-byte body) or, with ``upstream_port``, a reverse proxy;
+    ``http2``: the backend speaks h2c (prior knowledge), with sendfile off (nginx 1.22 with
+    sendfile delays answers on reused h2 connections by ~40 ms)."""
     prefix.mkdir(parents=True, exist_ok=True)
     if upstream_port is None:
         upstream = ""
@@ -280,9 +294,9 @@ pid {prefix}/nginx.pid; lock_file {prefix}/nginx.lock; error_log {prefix}/error.
 events {{ worker_connections 4096; }}
 http {{
   access_log off; {temp}
-  keepalive_timeout 65s; keepalive_requests 1000000;
+  keepalive_timeout 65s; keepalive_requests 1000000;{" sendfile off;" if http2 else ""}
   {upstream}
-  server {{ listen 127.0.0.1:{port} backlog=4096; {location} }}
+  server {{ listen 127.0.0.1:{port}{" http2" if http2 else ""} backlog=4096; {location} }}
 }}
 """
     )
@@ -314,7 +328,7 @@ class Bench:
         tag = f"{suite}-{row.lstrip('@')}-{port}"
         if row == "nginx":
             if suite != "http1":
-                raise RowFailed("nginx row is HTTP only")
+                raise RowFailed("nginx row is HTTP/1 only")
             if self.nginx is None:
                 raise RowFailed("nginx is not installed")
             conf = nginx_config(self.logdir / tag, port, upstream_port)
@@ -323,12 +337,14 @@ class Bench:
         if row == "floor":
             if suite == "http1":
                 argv = [sys.executable, str(HERE / "floors" / "http1_floor.py")]
+            elif suite == "http2":
+                argv = [sys.executable, str(HERE / "floors" / "h2_floor.py")]
             else:
                 argv = [sys.executable, str(HERE / "floors" / "rpc_floor.py"), "--proto", suite]
             argv += ["--listen", str(port), "--upstream", str(upstream_port)]
             return spawn(tag, argv, PROXY_CPU, self.logdir), port
         cfg = self.logdir / f"{tag}.json"
-        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, "Http1" if suite == "http1" else suite)))
+        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, HTTP_PROTOCOLS.get(suite, suite))))
         if row == "mosnpy":
             return spawn(tag, [*self.mosnpy_bin, "-c", str(cfg)], PROXY_CPU, self.logdir), port
         checkout = next(p for p in self.args.baseline if f"@{p.name}" == row)
@@ -350,6 +366,9 @@ class Bench:
             if suite == "http1":
                 check_http(port)
                 run_wrk(port, 1, self.args.connections)  # warm-up
+            elif suite == "http2":
+                check_h2(port)
+                run_h2load(port, 2, self.args.connections, self.args.streams)  # warm-up
             else:
                 warm = run_rpc_load(suite, port, 1.0, self.args)
                 if warm["errors"] or not warm["calls"]:
@@ -357,6 +376,9 @@ class Bench:
             before = cpu_seconds(proc) if proc else 0.0
             if suite == "http1":
                 out = run_wrk(port, self.args.duration, self.args.connections)
+                done, rate, errors = out["requests"], out["rps"], out["errors"]
+            elif suite == "http2":
+                out = run_h2load(port, self.args.duration, self.args.connections, self.args.streams)
                 done, rate, errors = out["requests"], out["rps"], out["errors"]
             else:
                 res = run_rpc_load(suite, port, float(self.args.duration), self.args)
@@ -379,6 +401,14 @@ class Bench:
                         )
                     return
                 conf = nginx_config(self.logdir / f"backend-{port}", port, None)
+                argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
+            elif suite == "http2":
+                if self.nginx is None or not find_tool("h2load"):
+                    why = NEEDS_H2LOAD if self.nginx else "needs nginx (bash .ci/run)"
+                    for row in self.rows(suite):
+                        self.failures.setdefault((suite, row), []).append(why)
+                    return
+                conf = nginx_config(self.logdir / f"backend-{port}", port, None, http2=True)
                 argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
             else:
                 argv = [
@@ -415,7 +445,8 @@ class Bench:
         a = self.args
         lines = [
             f"\nproxy on CPU {PROXY_CPU}, backend and load on CPU {LOAD_CPU}; medians of {a.reps} rep(s) "
-            f"x {a.duration} s; http1: wrk -t1 -c{a.connections}; rpc: {a.conns} conns x {a.inflight} in flight",
+            f"x {a.duration} s; http1: wrk -t1 -c{a.connections}; http2: h2load -t1 -c{a.connections} -m{a.streams}; "
+            f"rpc: {a.conns} conns x {a.inflight} in flight",
             f"{'suite':6} {'row':14} {'req/s':>9} {'CPU µs/req':>11} {'errors':>7} {'CPU x floor':>12} {'rate / floor':>13}",
         ]
         for suite in a.suites:
@@ -481,6 +512,70 @@ def run_wrk(port: int, duration: float, connections: int) -> dict[str, float]:
     return {"requests": float(requests.group(1)), "rps": float(rps.group(1)), "errors": float(errors)}
 
 
+def check_h2(port: int) -> None:
+    """One GET over h2c (prior knowledge) through the proxy: status 200 and the backend's body."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    request = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"bench"), (b":path", b"/")]
+    conn.send_headers(1, request, end_stream=True)
+    status, body, ended = b"", b"", False
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(conn.data_to_send())
+        while not ended:
+            data = s.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers).get(b":status", b"")
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+                elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    raise RowFailed(f"GET / over h2c through the proxy: {event}")
+            out = conn.data_to_send()
+            if out:
+                s.sendall(out)
+    if status != b"200" or body != BODY or not ended:
+        raise RowFailed(
+            f"GET / over h2c through the proxy answered {status!r} {body[:200]!r} (ended: {ended})"
+        )
+
+
+def run_h2load(port: int, duration: float, connections: int, streams: int) -> dict[str, float]:
+    if not find_tool("h2load"):
+        raise RowFailed(NEEDS_H2LOAD)
+    cmd = [
+        *pinned(LOAD_CPU),
+        "h2load",
+        "-t1",
+        f"-c{connections}",
+        f"-m{streams}",
+        "-D",
+        f"{duration:g}",
+        f"http://127.0.0.1:{port}/",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+    counts = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out
+    )
+    rps = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+    if not counts or not rps:
+        raise RowFailed(f"cannot read h2load's output: {out[-500:]!r}")
+    # "failed" counts errored and timed-out streams and 4xx/5xx answers alike
+    done, failed = int(counts.group(3)), int(counts.group(5))
+    if not done:
+        raise RowFailed(f"h2load completed no request: {out[-500:]!r}")
+    return {"requests": float(done), "rps": float(rps.group(1)), "errors": float(failed)}
+
+
 def run_rpc_load(proto: str, port: int, duration: float, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
         *pinned(LOAD_CPU),
@@ -524,8 +619,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8, help="seconds per measured run")
     ap.add_argument("--rows", default="direct,nginx,floor,mosnpy", help=f"any of {','.join(ROW_KINDS)}")
-    ap.add_argument("--suites", default="http1,dubbo,bolt", help=f"any of {','.join(SUITES)}")
-    ap.add_argument("--connections", type=int, default=50, help="wrk connections (http1)")
+    ap.add_argument("--suites", default=",".join(SUITES), help=f"any of {','.join(SUITES)}")
+    ap.add_argument("--connections", type=int, default=50, help="wrk / h2load connections (http1, http2)")
+    ap.add_argument("--streams", type=int, default=10, help="h2load streams in flight per connection (http2)")
     ap.add_argument("--conns", type=int, default=4, help="RPC client connections")
     ap.add_argument("--inflight", type=int, default=32, help="RPC calls in flight per connection")
     ap.add_argument(

@@ -79,6 +79,10 @@ class ProxyConfig:
     downstream_protocol: str = "Http1"
     upstream_protocol: str = "Auto"
     router_config_name: str = ""
+    #: the longest a request head (an RPC frame) may take to arrive once its first
+    #: byte has (Envoy's ``request_headers_timeout``): a slowloris client is answered
+    #: 408 (HTTP/1) or dropped; 0 turns the bound off
+    request_headers_timeout: float = 30.0
     fallback_for_unknown_protocol: bool = False
     extend_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 

@@ -338,6 +338,17 @@ class ServerStreamConnection(StreamConnection, Protocol):
         ``Connection: close`` on the current response; closing now when idle)."""
         ...
 
+    @property
+    def receiving_head(self) -> bool:
+        """Part of a request head (an RPC frame) has arrived, not all of it: the time
+        this lasts is bounded by the listener (slowloris), see :meth:`head_timeout`."""
+        ...
+
+    def head_timeout(self) -> None:
+        """A head did not complete in time: queue what the protocol says (HTTP/1:
+        ``408``) and become ``closing``."""
+        ...
+
 
 @runtime_checkable
 class ClientStreamConnection(StreamConnection, Protocol):

@@ -56,6 +56,7 @@ class StreamServer(StreamIO):
         "_busy",
         "_closed",
         "_closing",
+        "_head_timer",
         "_held_by",
         "_resume_pending",
         "_resumed",
@@ -105,6 +106,8 @@ class StreamServer(StreamIO):
         self._timed = getattr(type(self.sc), "next_deadline", None) is not Outbox.next_deadline
         self._sc_timer: Timer | None = None
         self._sc_deadline = _INF
+        #: bounds the arrival of a head whose first bytes came (slowloris)
+        self._head_timer: Timer | None = None
         conn.add_event_listener(self._on_connection_event)
 
     def timers(self) -> Timers:
@@ -120,6 +123,12 @@ class StreamServer(StreamIO):
         data = bytes(buf)
         buf.clear()
         events = self.sc.dispatch(data)
+        if self.sc.receiving_head:
+            if self._head_timer is None:
+                self._arm_head_timer()
+        elif self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         done = 0
         awaiting: list[StreamIO] = []
         while True:
@@ -214,6 +223,25 @@ class StreamServer(StreamIO):
         super().flush()
         if self._timed:
             self._arm_sc_timer()
+
+    def _arm_head_timer(self) -> None:
+        timeout = self.ctx.config.request_headers_timeout
+        if timeout > 0:
+            self._head_timer = self.timers().arm(trio.current_time() + timeout, self._on_head_timeout)
+
+    def _on_head_timeout(self) -> None:
+        self._head_timer = None
+        if self.conn.closed or not self.sc.receiving_head:
+            return
+        log.info(
+            "connection %s: request head not received within %gs; closing",
+            self.conn.id,
+            self.ctx.config.request_headers_timeout,
+        )
+        self.sc.head_timeout()
+        self.touch()
+        flush_touched()
+        self._check_closing()
 
     def _arm_sc_timer(self) -> None:
         """Keep one timer armed at the stream connection's next deadline."""
@@ -317,9 +345,10 @@ class StreamServer(StreamIO):
     def _on_connection_event(self, event: ConnectionEvent) -> None:
         if event.is_close:
             self._closed.set()
-            if self._sc_timer is not None:
-                self._sc_timer.cancel()
-                self._sc_timer = None
+            for timer in (self._sc_timer, self._head_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._sc_timer = self._head_timer = None
             for ds in list(self.streams.values()):
                 ds.abort()
             self.streams.clear()

@@ -373,6 +373,16 @@ class TStreamServerConnection(_Base):
     def shutdown(self) -> None:
         """Nothing to tell the peer (tstream has no GOAWAY): the server drains."""
 
+    @property
+    def receiving_head(self) -> bool:
+        """Part of a frame has arrived, not all of it."""
+        return bool(self._buf) and not self.closing
+
+    def head_timeout(self) -> None:
+        """A frame that never completes ends the connection."""
+        self._buf.clear()
+        self.closing = True
+
     def _preface(self, buf: bytearray) -> bool:
         if self._preface_seen:
             return True

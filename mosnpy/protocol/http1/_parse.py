@@ -308,9 +308,19 @@ class MessageReader:
             raise
         return events
 
+    @property
+    def receiving_head(self) -> bool:
+        """Part of a head has arrived, not all of it (what a head timeout bounds)."""
+        return self._state == HEAD and bool(self._buf)
+
+    def _on_partial_head(self, partial: bytes | bytearray) -> None:
+        """An incomplete head arrived (a hook: the server refuses HTTP/0.9 here)."""
+
     def _check_partial(self, partial: bytes | bytearray) -> None:
         """Refuse an incomplete head/line/trailer block that can no longer fit its limit."""
         state = self._state
+        if state == HEAD:
+            self._on_partial_head(partial)
         if state in (HEAD, TRAILERS):
             # Complete size would be at least len + 1, so len >= limit already exceeds.
             if len(partial) >= self._limit:

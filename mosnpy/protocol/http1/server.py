@@ -142,6 +142,13 @@ class Http1ServerCodec(MessageReader):
         """
         return MessageReader.receive_data(self, data)
 
+    def _on_partial_head(self, partial: bytes | bytearray) -> None:
+        """An HTTP/0.9 request line (``GET /``, no version) never gets a header block:
+        refuse it as soon as its line is there instead of waiting for a blank line."""
+        eol = partial.find(b"\r\n")
+        if eol > 0 and partial.count(b" ", 0, eol) == 1:
+            raise Http1Error(505, "HTTP/0.9 is not supported")
+
     def _on_head(self, data: bytes, start: int, end: int, upgrade: bool, events: list[Event]) -> int:
         block = data[start : end - 2]
         lines = block.decode("latin-1").split("\r\n")

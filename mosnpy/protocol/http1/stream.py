@@ -372,6 +372,20 @@ class Http1ServerStreamConnection(Outbox):
         if not self.current:
             self.closing = True
 
+    @property
+    def receiving_head(self) -> bool:
+        return self.codec.receiving_head and not self.closing
+
+    def head_timeout(self) -> None:
+        """408 for the head that never completed, then close."""
+        if self.current and self._response_started:
+            self.closing = True  # a response is under way: nothing more can be said
+            return
+        self._out += self.codec.error_response(408, "request head not received in time")
+        self._held.clear()
+        self.current = 0
+        self.closing = True
+
     def connection_lost(self, message: str) -> list[StreamEvent]:
         sid, self.current = self.current, 0
         self._held.clear()

@@ -495,6 +495,13 @@ class H2ServerStreamConnection(_H2Base):
         if body:
             self.send_data(stream_id, body, True)
 
+    #: h2 bounds what a header block may hold and how many frames it spans; a stalled
+    #: peer's streams are bounded by the route timeouts and stall_timeout
+    receiving_head = False
+
+    def head_timeout(self) -> None:
+        """Never asked (``receiving_head`` is never true)."""
+
     def shutdown(self) -> None:
         """Graceful drain: GOAWAY naming the last stream we accept; those finish."""
         if self._goaway_sent:

@@ -213,6 +213,16 @@ class XServerStreamConnection(Outbox):
     def shutdown(self) -> None:
         """Nothing to tell the peer: xprotocols have no GOAWAY; the server drains."""
 
+    @property
+    def receiving_head(self) -> bool:
+        """Part of a frame has arrived, not all of it."""
+        return bool(self.buffer) and not self.closing
+
+    def head_timeout(self) -> None:
+        """A frame that never completes: there is no answer to a frame never read."""
+        self.buffer.clear()
+        self.closing = True
+
     # -- writing ---------------------------------------------------------------------
 
     def send_headers(self, stream_id: int, headers: HeaderMap, *, status: int, end_stream: bool) -> None:
