@@ -10,29 +10,31 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import trio
 
-from mosnpy.config import ConfigError, MosnConfig, load_config
+from mosnpy.config import ConfigError, MosnConfig, ServerConfig, load_config
 from mosnpy.net.connection import resolve
 from mosnpy.net.registry import LISTENER_FILTERS, NETWORK_FILTERS
 from mosnpy.protocol.registry import PROTOCOLS
 from mosnpy.protocol.xprotocol.registry import XPROTOCOLS
 from mosnpy.registry import Registry
 from mosnpy.runtime import MosnServer, run
-from mosnpy.runtime.workers import supervise
+from mosnpy.runtime.logs import MOSN_LEVELS, configure_logging, parse_level
+from mosnpy.runtime.workers import Supervisor
 from mosnpy.stream.registry import STREAM_FILTERS
 from mosnpy.upstream.health import HEALTH_CHECKERS
 from mosnpy.upstream.registry import CLUSTER_TYPES, LOAD_BALANCERS
 
 __all__ = ["main"]
 
-_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
+_LEVELS = tuple(MOSN_LEVELS)
 
 #: what ``--list`` shows, in order: a heading and the registry.
 _EXTENSION_POINTS: tuple[tuple[str, Registry[Any]], ...] = (
@@ -95,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing every listener through SO_REUSEPORT (default 1: no supervisor)",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a supervised worker
+    p.add_argument("--control", help=argparse.SUPPRESS)  # a worker's admin socket (the supervisor's)
     return p
 
 
@@ -111,24 +114,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mosnpy: --workers must be at least 1", file=sys.stderr)
         return 2
     pid = " [%(process)d]" if args.workers > 1 or args.worker else ""
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s",
-    )
+    log_format = f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s"
+    # The startup log (config warnings) goes to stdout, as MOSN's start logger does.
+    startup = logging.StreamHandler(sys.stdout)
+    startup.setFormatter(logging.Formatter(log_format))
+    logging.getLogger().addHandler(startup)
+    logging.getLogger().setLevel(logging.INFO)
+    # SIGHUP means "reload" once serving; until then it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     warnings: list[str] = []
     try:
-        config = load_config(args.config, warnings=warnings, require_listeners=True)
+        # Building the proxy in the check reports unknown names (protocols, filters,
+        # balancers) in the same run as every other problem of the file.
+        config = load_config(
+            args.config, warnings=warnings, require_listeners=True, check=_names_checker(args.worker)
+        )
     except ConfigError as exc:
         print(f"mosnpy: bad config {args.config}:\n{exc}", file=sys.stderr)
         return 1
-    level = args.log_level or (config.servers[0].default_log_level if config.servers else "INFO")
-    level = "WARNING" if level.upper() == "WARN" else level.upper()
-    logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
+    server_cfg = config.servers[0] if config.servers else ServerConfig()
+    level_no = parse_level(args.log_level or server_cfg.default_log_level)
+    level = logging.getLevelName(level_no)  # for the workers' --log-level
+    try:
+        if server_cfg.default_log_path not in ("", "stdout"):
+            logging.getLogger("mosnpy").info("logging to %s", server_cfg.default_log_path)
+        configure_logging(server_cfg.default_log_path, level_no, log_format, replace=startup)
+    except OSError as exc:
+        print(
+            f"mosnpy: bad config {args.config}:\nservers[0].default_log_path: cannot open "
+            f"{server_cfg.default_log_path!r}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         if args.workers > 1:
             return _supervise(args, config, level)
-        trio.run(functools.partial(run, config, reuse_port=args.worker))
+        trio.run(
+            functools.partial(
+                run, config, reuse_port=args.worker, config_path=args.config, control=args.control
+            )
+        )
     except ConfigError as exc:
         print(f"mosnpy: bad config {args.config}:\n{exc}", file=sys.stderr)
         return 1
@@ -138,6 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _names_checker(reuse_port: bool) -> Callable[[MosnConfig], list[ConfigError]]:
+    """A ``load_config`` check that builds the proxy (unbound) to look every name up."""
+
+    def check(config: MosnConfig) -> list[ConfigError]:
+        try:
+            MosnServer(config, reuse_port=reuse_port)
+        except ConfigError as exc:
+            return [exc]
+        return []
+
+    return check
 
 
 def _supervise(args: argparse.Namespace, config: MosnConfig, level: str) -> int:
@@ -155,9 +193,7 @@ def _supervise(args: argparse.Namespace, config: MosnConfig, level: str) -> int:
         # SO_REUSEPORT does not share unix sockets: each worker would take the path over.
         print(f"mosnpy: --workers needs TCP listeners; unix listeners: {', '.join(unix)}", file=sys.stderr)
         return 1
-    argv = ["-m", "mosnpy", "-c", args.config, "--worker", "--log-level", level]
-    graceful = max((s.graceful_timeout for s in config.servers), default=30.0)
-    return trio.run(supervise, argv, args.workers, graceful)
+    return trio.run(Supervisor(args.config, config, args.workers, level=level).run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,7 +37,6 @@ from mosnpy.config.wire import SocketAddress
 
 __all__ = ["CHECKS", "split_host_port"]
 
-LISTENER_TYPES = ("ingress", "egress")
 TCP_NETWORKS = ("tcp", "tcp4", "tcp6")
 LOG_LEVELS = ("FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
@@ -88,8 +87,7 @@ def _at_least(obj: object, path: str, minimum: int, *names: str) -> Iterator[Con
 
 
 def check_listener(obj: ListenerConfig, path: str) -> Iterator[ConfigError]:
-    if obj.type not in LISTENER_TYPES:
-        yield ConfigError(join_path(path, "type"), f"expected 'ingress' or 'egress', got {obj.type!r}")
+    # ``type`` is free, as in MOSN: anything but 'ingress'/'egress' is a notice (notices.py).
     if obj.network == "unix":
         if not obj.address:
             yield ConfigError(join_path(path, "address"), "a unix listener needs a socket path")

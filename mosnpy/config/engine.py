@@ -20,6 +20,10 @@ that an integral float is an int and an int is a float), ``null`` means "use the
 default", and all problems are collected and raised together as one
 :class:`~mosnpy.config.errors.ConfigError`.
 
+Keys match the way Go's ``encoding/json`` matches them, which is how MOSN reads its
+config: an exact match first, else a case-insensitive one, so MOSN's example configs
+that write ``"Name"`` for ``name`` load unchanged.  Messages name the key as written.
+
 Supported field types: attrs classes, ``str``, ``int``, ``float``, ``bool``, ``Any``,
 ``X | None`` and other unions, ``Literal[...]``, ``Enum`` subclasses,
 ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``, ``Sequence[X]``, ``dict[str, X]`` and
@@ -44,7 +48,7 @@ import attrs
 from mosnpy.config.duration import parse_duration
 from mosnpy.config.errors import ConfigError, join_path
 
-__all__ = ["DURATION_METADATA", "Check", "Context", "Hook", "Structurer", "describe"]
+__all__ = ["DURATION_METADATA", "Check", "Context", "Hook", "Notice", "Structurer", "describe"]
 
 log = logging.getLogger("mosnpy.config")
 
@@ -56,6 +60,9 @@ DURATION_METADATA = "mosnpy.config.duration"
 Hook = Callable[["Structurer", Any, str, "Context"], Any]
 #: Extra checks on a freshly built instance: ``check(obj, path)`` yields the problems.
 Check = Callable[[Any, str], Iterable[ConfigError]]
+#: Warnings about a freshly built instance: ``notice(obj, path)`` yields
+#: ``(path, message)`` pairs for values that are accepted but have no effect.
+Notice = Callable[[Any, str], Iterable[tuple[str, str]]]
 
 _NoneType = type(None)
 _short = reprlib.Repr()
@@ -136,6 +143,8 @@ class Structurer:
         durations: per-class names of ``float`` fields that take Go durations.
         aliases: per-class ``{other spelling: field key}``.
         hints: per-class ``{unknown key: advice}`` appended to "unknown key" errors.
+        ignored_hints: per-class ``{ignored key: advice}`` appended to its warning.
+        notices: per-class functions warning about accepted values without effect.
     """
 
     hooks: Mapping[type, Hook] = attrs.field(factory=dict)
@@ -144,6 +153,8 @@ class Structurer:
     durations: Mapping[type, Collection[str]] = attrs.field(factory=dict)
     aliases: Mapping[type, Mapping[str, str]] = attrs.field(factory=dict)
     hints: Mapping[type, Mapping[str, str]] = attrs.field(factory=dict)
+    ignored_hints: Mapping[type, Mapping[str, str]] = attrs.field(factory=dict)
+    notices: Mapping[type, Notice] = attrs.field(factory=dict)
     ignored_message: str = "not supported by mosnpy yet; ignored"
 
     def structure(self, tp: Any, data: Any, path: str, ctx: Context, *, duration: bool = False) -> Any:
@@ -200,28 +211,30 @@ class Structurer:
         ignored = self.ignored.get(cls, ())
         aliases = self.aliases.get(cls, {})
         durations = self.durations.get(cls, ())
+        known = self._known_keys(cls)
         errors: list[ConfigError] = []
         kwargs: dict[str, Any] = {}
-        seen: dict[str, str] = {}
+        seen: dict[str, tuple[str, str]] = {}
         for key, value in data.items():
             if not isinstance(key, str):
                 errors.append(ConfigError(path, f"keys must be strings, got {describe(key)}"))
                 continue
             key_path = join_path(path, key)
-            name = aliases.get(key, key)
+            spelling = _match_key(key, known)
+            name = aliases.get(spelling, spelling)
             field = fields.get(name)
             if field is None:
-                if key in ignored:
-                    ctx.warn(key_path, self.ignored_message)
+                if spelling in ignored:
+                    self._warn_ignored(cls, spelling, key_path, ctx)
                 else:
                     errors.append(ConfigError(key_path, self._unknown(cls, key, fields, ignored)))
                 continue
             if name in seen:
-                errors.append(
-                    ConfigError(key_path, f"same setting as {seen[name]!r} (an alias); give only one")
-                )
+                first, first_spelling = seen[name]
+                why = "keys match case-insensitively" if first_spelling == spelling else "an alias"
+                errors.append(ConfigError(key_path, f"same setting as {first!r} ({why}); give only one"))
                 continue
-            seen[name] = key
+            seen[name] = (key, spelling)
             tp = types_[field.name]
             if value is None and not _allows_none(tp) and field.default is not attrs.NOTHING:
                 continue  # Go semantics: null leaves the default
@@ -244,14 +257,54 @@ class Structurer:
             problems = list(check(obj, path))
             if problems:
                 raise ConfigError.group(problems)
+        notice = self.notices.get(cls)
+        if notice is not None:
+            for notice_path, message in notice(obj, path):
+                ctx.warn(notice_path, message)
         return obj
+
+    def normalize(self, cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` with each key spelled as attrs class ``cls`` spells it and the keys
+        :attr:`ignored` for ``cls`` left out (unknown keys stay as they are).
+
+        For a mapping that is structured once at load time and again later by its
+        consumer: the second pass then sees the canonical keys and warns about nothing
+        the first pass has already warned about.
+        """
+        known = self._known_keys(cls)
+        ignored = self.ignored.get(cls, ())
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            spelling = _match_key(key, known) if isinstance(key, str) else key
+            if spelling not in ignored:
+                out[spelling] = value
+        return out
+
+    def _known_keys(self, cls: type) -> Mapping[str, str]:
+        """Every key ``cls`` accepts (fields, aliases, ignored keys), by its folded form."""
+        keys = [
+            *(f.alias for f in attrs.fields(cls) if f.init),
+            *self.aliases.get(cls, {}),
+            *self.ignored.get(cls, ()),
+        ]
+        folded: dict[str, str] = {}
+        for key in keys:
+            folded.setdefault(_fold(key), key)
+        return folded
+
+    def _warn_ignored(self, cls: type, key: str, path: str, ctx: Context) -> None:
+        hint = self.ignored_hints.get(cls, {}).get(key)
+        ctx.warn(path, f"{self.ignored_message} ({hint})" if hint else self.ignored_message)
 
     def _unknown(self, cls: type, key: str, fields: Mapping[str, Any], ignored: Collection[str]) -> str:
         message = f"unknown key {_short.repr(key)}"
         hint = self.hints.get(cls, {}).get(key)
         if hint:
             return f"{message} ({hint})"
-        close = difflib.get_close_matches(key, [*fields, *ignored], n=1, cutoff=0.7)
+        known = [*fields, *ignored]
+        squashed = _fold(key).replace("_", "").replace("-", "")
+        close = [k for k in known if k.replace("_", "") == squashed]  # "LbType" for lb_type
+        close = close or difflib.get_close_matches(_fold(key), known, n=1, cutoff=0.7)
         if close:
             return f"{message} (did you mean {close[0]!r}?)"
         return f"{message} (known: {', '.join(sorted(fields)) or 'none'})"
@@ -312,6 +365,19 @@ class Structurer:
         if errors:
             raise ConfigError.group(errors)
         return out
+
+
+def _fold(key: str) -> str:
+    """The form two keys share when Go's ``encoding/json`` takes them for one."""
+    return key.lower()
+
+
+def _match_key(key: str, known: Mapping[str, str]) -> str:
+    """The known spelling of ``key``: itself when known, else a case-insensitive match
+    (as Go's ``encoding/json`` does), else ``key`` unchanged (an unknown key)."""
+    if key in known.values():
+        return key
+    return known.get(_fold(key), key)
 
 
 _INT_RANGE = range(-(2**63), 2**64)  # what Go's int64 and uint64 config fields hold

@@ -6,14 +6,16 @@ then the references between sections (:mod:`mosnpy.config.validate`), and raise 
 :class:`ConfigError` carrying every problem found.  Keys MOSN has and mosnpy does not
 implement are logged on the ``mosnpy.config`` logger and appended to ``warnings``.
 With ``require_listeners`` (what ``mosnpy -c`` asks for), a config with nothing to
-serve (``{}``, or servers without listeners) is an error too.
+serve (``{}``, or servers without listeners) is an error too.  ``check`` adds checks
+that need more than the config layer (``mosnpy -c`` builds the proxy with it, so an
+unknown protocol or filter name is reported in the same run as a dangling reference).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,17 +24,24 @@ import yaml
 from mosnpy.config.engine import Context, describe
 from mosnpy.config.errors import ConfigError
 from mosnpy.config.models import MosnConfig, ProxyConfig
-from mosnpy.config.mosn import STRUCTURER
+from mosnpy.config.mosn import STRUCTURER, RouterOrigin
 from mosnpy.config.validate import validate
 
-__all__ = ["load_config", "parse_config", "read_document"]
+__all__ = ["Check", "load_config", "parse_config", "read_document"]
+
+#: An extra check of a loaded config: ``check(config)`` returns its problems.
+Check = Callable[[MosnConfig], Iterable[ConfigError]]
 
 JSON_SUFFIXES = (".json",)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def load_config(
-    path: str | os.PathLike[str], *, warnings: list[str] | None = None, require_listeners: bool = False
+    path: str | os.PathLike[str],
+    *,
+    warnings: list[str] | None = None,
+    require_listeners: bool = False,
+    check: Check | None = None,
 ) -> MosnConfig:
     """The config in file ``path`` (``.json``, ``.yaml``/``.yml``; otherwise JSON, then YAML).
 
@@ -43,29 +52,51 @@ def load_config(
     doc = read_document(path)
     if not isinstance(doc, Mapping):
         raise ConfigError(os.fspath(path), f"expected a mapping at the top level, got {describe(doc)}")
-    return parse_config(doc, warnings=warnings, require_listeners=require_listeners)
+    return parse_config(doc, warnings=warnings, require_listeners=require_listeners, check=check)
 
 
 def parse_config(
-    doc: Mapping[str, Any], *, warnings: list[str] | None = None, require_listeners: bool = False
+    doc: Mapping[str, Any],
+    *,
+    warnings: list[str] | None = None,
+    require_listeners: bool = False,
+    check: Check | None = None,
 ) -> MosnConfig:
     """The config in ``doc``, a document already loaded from JSON or YAML.
 
     ``require_listeners``: refuse a config without any listener (nothing to serve).
+    ``check``: run on the config once every key has been read (even when references
+    between sections are wrong); its problems are raised with the others.
     """
     ctx = Context()
     try:
         config = cast(MosnConfig, STRUCTURER.structure(MosnConfig, doc, "", ctx))
         proxies = [(p, r) for p, r in ctx.records if isinstance(r, ProxyConfig)]
-        errors = validate(config, proxies)
+        router_paths = {p: r.source for p, r in ctx.records if isinstance(r, RouterOrigin)}
+        errors = validate(config, proxies, router_paths)
         if require_listeners:
             errors.extend(_no_listeners(config))
+        if check is not None:
+            for leaf in [leaf for e in check(config) for leaf in e.errors]:
+                if not _reported(leaf, errors):
+                    errors.append(leaf)
         if errors:
             raise ConfigError.group(errors)
         return config
     finally:
         if warnings is not None:
             warnings.extend(ctx.warnings)
+
+
+def _reported(error: ConfigError, errors: Iterable[ConfigError]) -> bool:
+    """Whether ``errors`` has ``error`` already, or a finer one under its path (a
+    check's ``servers[0].routers: ... defined twice`` after validation's
+    ``servers[0].routers[1].router_config_name: duplicate ...``)."""
+    return any(
+        (error.path == e.path and error.problem == e.problem)
+        or e.path.startswith((f"{error.path}.", f"{error.path}["))
+        for e in errors
+    )
 
 
 def _no_listeners(config: MosnConfig) -> list[ConfigError]:

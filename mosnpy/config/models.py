@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from mosnpy.config.engine import DURATION_METADATA
+
 __all__ = [
     "AdminConfig",
     "CircuitBreakerConfig",
@@ -31,6 +33,7 @@ __all__ = [
     "HostConfig",
     "ListenerConfig",
     "MosnConfig",
+    "OutlierDetectionConfig",
     "ProxyConfig",
     "RedirectConfig",
     "RetryPolicyConfig",
@@ -64,8 +67,33 @@ class FilterConfig:
 
 
 @attrs.frozen(kw_only=True)
+class TLSConfig:
+    """MOSN's ``tls_context`` (on a filter chain: the listener's side; on a cluster:
+    the upstream side).  Certificates and keys are file paths or inline PEM; versions
+    are ``TLS_AUTO``, ``TLSv1_0`` .. ``TLSv1_3``; ``alpn`` is comma-separated."""
+
+    status: bool = False
+    server_name: str = ""
+    ca_cert: str = ""
+    cert_chain: str = ""
+    private_key: str = ""
+    verify_client: bool = False
+    require_client_cert: bool = False
+    insecure_skip: bool = False
+    cipher_suites: str = ""
+    min_version: str = ""
+    max_version: str = ""
+    alpn: str = ""
+    #: the listener also serves plaintext on the same port (sniffed by the first byte)
+    fall_back: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class FilterChainConfig:
     filters: tuple[FilterConfig, ...] = attrs.field(default=(), converter=_tuple)
+    tls_context: TLSConfig | None = None
+    #: several certificates chosen by SNI (each entry's ``server_name``)
+    tls_context_set: tuple[TLSConfig, ...] = attrs.field(default=(), converter=_tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -100,7 +128,12 @@ class ListenerConfig:
     name: str
     address: str
     type: str = "ingress"
+    #: false: open no socket; serve only connections a ``use_original_dst`` listener
+    #: hands over (MOSN's virtual listeners)
     bind_port: bool = True
+    #: hand each connection to the listener that owns its original destination (found
+    #: by the ``original_dst`` listener filter), if any
+    use_original_dst: bool = False
     network: str = "tcp"
     listener_filters: tuple[FilterConfig, ...] = attrs.field(default=(), converter=_tuple)
     filter_chains: tuple[FilterChainConfig, ...] = attrs.field(default=(), converter=_tuple)
@@ -189,9 +222,12 @@ class RedirectConfig:
 
 @attrs.frozen(kw_only=True)
 class RouteConfig:
-    """One route: a match plus exactly one of route / direct_response / redirect."""
+    """One route: a match plus exactly one of route / direct_response / redirect.
 
-    match: RouteMatchConfig
+    Without a ``match`` the route matches every request, as in MOSN.
+    """
+
+    match: RouteMatchConfig = attrs.field(factory=RouteMatchConfig)
     route: RouteActionConfig | None = None
     direct_response: DirectResponseConfig | None = None
     redirect: RedirectConfig | None = None
@@ -201,7 +237,7 @@ class RouteConfig:
 
 @attrs.frozen(kw_only=True)
 class VirtualHostConfig:
-    name: str
+    name: str = ""
     domains: tuple[str, ...] = attrs.field(default=("*",), converter=_tuple)
     routers: tuple[RouteConfig, ...] = attrs.field(default=(), converter=_tuple)
     request_headers_to_add: tuple[HeaderValueConfig, ...] = attrs.field(default=(), converter=_tuple)
@@ -257,6 +293,64 @@ class HealthCheckConfig:
     check_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 
 
+_PERCENT = attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(100))
+_COUNT = attrs.validators.ge(0)
+_DURATION = {DURATION_METADATA: True}
+
+
+@attrs.frozen(kw_only=True)
+class OutlierDetectionConfig:
+    """Passive health checking: eject hosts whose requests fail in a row.
+
+    MOSN has no outlier detection, so this is Envoy's ``outlier_detection`` with its
+    snake_case names, defaults and meaning (consecutive-failure detection only).  A
+    host that answers ``consecutive_5xx`` 5xx in a row, ``consecutive_gateway_failure``
+    502/503/504 in a row, or (with ``split_external_local_origin_errors``)
+    ``consecutive_local_origin_failure`` connect failures, resets and timeouts in a
+    row is ejected, with probability ``enforcing_*`` percent, for ``base_ejection_time``
+    times the number of times it was ejected in a row (at most ``max_ejection_time``,
+    plus up to ``max_ejection_time_jitter``), unless that would eject more than
+    ``max_ejection_percent`` of the cluster's hosts (``always_eject_one_host``: one may
+    always go).  Without the split, connect failures and resets count as 503 and
+    timeouts as 504.  Every ``interval`` a host that stayed in service lowers its
+    ejection multiplier by one.  A count of 0 turns that detection off;
+    ``max_ejection_time`` defaults to the larger of 300 s and ``base_ejection_time``.
+    """
+
+    consecutive_5xx: int = attrs.field(default=5, validator=_COUNT)
+    consecutive_gateway_failure: int = attrs.field(default=5, validator=_COUNT)
+    consecutive_local_origin_failure: int = attrs.field(default=5, validator=_COUNT)
+    split_external_local_origin_errors: bool = False
+    enforcing_consecutive_5xx: int = attrs.field(default=100, validator=_PERCENT)
+    enforcing_consecutive_gateway_failure: int = attrs.field(default=0, validator=_PERCENT)
+    enforcing_consecutive_local_origin_failure: int = attrs.field(default=100, validator=_PERCENT)
+    interval: float = attrs.field(default=10.0, validator=attrs.validators.gt(0), metadata=_DURATION)
+    base_ejection_time: float = attrs.field(
+        default=30.0, validator=attrs.validators.gt(0), metadata=_DURATION
+    )
+    max_ejection_time: float | None = attrs.field(default=None, metadata=_DURATION)
+    max_ejection_time_jitter: float = attrs.field(
+        default=0.0, validator=attrs.validators.ge(0.0), metadata=_DURATION
+    )
+    max_ejection_percent: int = attrs.field(default=10, validator=_PERCENT)
+    always_eject_one_host: bool = False
+    successful_active_health_check_uneject_host: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_ejection_time is not None and self.max_ejection_time < self.base_ejection_time:
+            raise ValueError(
+                f"max_ejection_time ({self.max_ejection_time:g}s) must not be less than "
+                f"base_ejection_time ({self.base_ejection_time:g}s)"
+            )
+
+    @property
+    def ejection_time_cap(self) -> float:
+        """``max_ejection_time``, or its default: the larger of 300 s and the base."""
+        if self.max_ejection_time is not None:
+            return self.max_ejection_time
+        return max(300.0, self.base_ejection_time)
+
+
 @attrs.frozen(kw_only=True)
 class ClusterConfig:
     name: str
@@ -269,6 +363,8 @@ class ClusterConfig:
     circuit_breakers: tuple[CircuitBreakerConfig, ...] = attrs.field(default=(), converter=_tuple)
     lb_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
     health_check: HealthCheckConfig | None = None
+    outlier_detection: OutlierDetectionConfig | None = None
+    tls_context: TLSConfig | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -32,12 +32,13 @@ from mosnpy.config.models import (
     RouteMatchConfig,
     RouterConfig,
     ServerConfig,
+    TLSConfig,
     VirtualHostConfig,
     WeightedClusterConfig,
 )
 from mosnpy.config.wire import MosnAdmin, SocketAddress
 
-__all__ = ["UNSUPPORTED_KEYS"]
+__all__ = ["UNSUPPORTED_HINTS", "UNSUPPORTED_KEYS"]
 
 # fmt: off
 UNSUPPORTED_KEYS: Final[Mapping[type, frozenset[str]]] = {
@@ -56,13 +57,14 @@ UNSUPPORTED_KEYS: Final[Mapping[type, frozenset[str]]] = {
         "mosn_server_name", "global_log_roller", "use_netpoll_mode", "processor",
         "optimize_local_write",
     }),
-    # servers[].listeners[]
+    # servers[].listeners[] (log_path, log_level, disable_conn_io: older MOSN versions)
     ListenerConfig: frozenset({
-        "use_original_dst", "access_logs", "inspector", "default_read_buffer_size",
-        "per_connection_buffer_limit_bytes",
+        "access_logs", "inspector", "default_read_buffer_size",
+        "per_connection_buffer_limit_bytes", "tunnel_listener", "log_path", "log_level",
+        "disable_conn_io",
     }),
     # servers[].listeners[].filter_chains[]
-    FilterChainConfig: frozenset({"match", "filter_chain_match", "tls_context", "tls_context_set"}),
+    FilterChainConfig: frozenset({"match", "filter_chain_match"}),
     # any {type, config} filter entry
     FilterConfig: frozenset({"go_plugin_config"}),
     # the config of a filter_chains[].filters[] entry of type "proxy"
@@ -93,16 +95,32 @@ UNSUPPORTED_KEYS: Final[Mapping[type, frozenset[str]]] = {
     }),
     # cluster_manager.clusters[]
     ClusterConfig: frozenset({
-        "lb_subset_config", "slow_start", "tls_context", "keepalive", "sub_type",
+        "lb_subset_config", "slow_start", "keepalive", "sub_type",
         "conn_buffer_limit_bytes", "spec", "original_dst_lb_config", "cluster_manager_tls",
         "dns_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers",
         "dns_resolver_file", "dns_resolver_port", "cluster_pool_enable",
     }),
     # cluster_manager.clusters[].health_check
-    HealthCheckConfig: frozenset({"service_name", "cluster_name", "event_log_path", "common_callbacks"}),
+    # (check_path: older MOSN versions' HTTP check path)
+    HealthCheckConfig: frozenset({
+        "service_name", "cluster_name", "event_log_path", "common_callbacks", "check_path",
+    }),
     # cluster_manager.clusters[].hosts[]
     HostConfig: frozenset({"tls_disable"}),
     # cluster_manager.clusters[].circuit_breakers[]
     CircuitBreakerConfig: frozenset({"priority"}),
+    # any tls_context (MOSN's TLSConfig)
+    TLSConfig: frozenset({"type", "ecdh_curves", "ticket", "extend_verify", "sds_source"}),
+}
+
+#: What a user can do instead, appended to the warning about an unsupported key.
+UNSUPPORTED_HINTS: Final[Mapping[type, Mapping[str, str]]] = {
+    ListenerConfig: {
+        "log_path": "mosnpy logs to servers[].default_log_path",
+        "log_level": "mosnpy logs at servers[].default_log_level",
+    },
+    HealthCheckConfig: {
+        "check_path": "with protocol Http1, give the path in check_config.http_check_config.path",
+    },
 }
 # fmt: on

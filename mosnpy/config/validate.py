@@ -12,7 +12,7 @@ Each problem is reported at the path of the key that refers or repeats.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from mosnpy.config.errors import ConfigError, join_path
 from mosnpy.config.models import MosnConfig, ProxyConfig, RouterConfig
@@ -20,9 +20,16 @@ from mosnpy.config.models import MosnConfig, ProxyConfig, RouterConfig
 __all__ = ["validate"]
 
 
-def validate(config: MosnConfig, proxies: Iterable[tuple[str, ProxyConfig]]) -> list[ConfigError]:
+def validate(
+    config: MosnConfig,
+    proxies: Iterable[tuple[str, ProxyConfig]],
+    router_paths: Mapping[str, str] | None = None,
+) -> list[ConfigError]:
     """All cross-reference problems of ``config``; ``proxies`` are the parsed proxy
-    filter configs with their paths (as recorded while loading)."""
+    filter configs with their paths (as recorded while loading).  ``router_paths``
+    maps a router's path in the model (``servers[0].routers[1]``) to where the document
+    declared it, when that is elsewhere (a ``connection_manager`` filter's config)."""
+    where = router_paths or {}
     errors: list[ConfigError] = []
     clusters = _unique(
         errors,
@@ -33,7 +40,7 @@ def validate(config: MosnConfig, proxies: Iterable[tuple[str, ProxyConfig]]) -> 
         ),
     )
     routers: list[tuple[str, RouterConfig]] = [
-        (join_path("servers", s, "routers", r), router)
+        (where.get(join_path("servers", s, "routers", r), join_path("servers", s, "routers", r)), router)
         for s, server in enumerate(config.servers)
         for r, router in enumerate(server.routers)
     ]

@@ -37,12 +37,15 @@ import trio
 
 from mosnpy.net.events import ConnectionEvent
 from mosnpy.net.filtermanager import FilterManager
+from mosnpy.net.stats import Traffic
 
-__all__ = ["ConnectionClosedError", "Connection", "connect"]
+__all__ = ["ConnectionClosedError", "Connection", "connect", "open_socket"]
 
 log = logging.getLogger("mosnpy.net")
 
 _ids = itertools.count(1)
+#: where connections nobody counts for add their bytes (never read)
+_UNCOUNTED = Traffic()
 
 #: How much one ``recv`` asks for.
 READ_SIZE = 65536
@@ -89,6 +92,7 @@ class Connection:
         "read_buffer",
         "remote_address",
         "server_side",
+        "traffic",
         "values",
     )
 
@@ -99,6 +103,8 @@ class Connection:
         self._sock = sock
         self.id = next(_ids)
         self.server_side = server_side
+        #: bytes moved, added to a counter shared with the listener or cluster that owns it
+        self.traffic: Traffic = _UNCOUNTED
         self.local_address = format_address(sock.getsockname())
         try:
             self.remote_address = format_address(sock.getpeername())
@@ -179,6 +185,7 @@ class Connection:
             self.close(ConnectionEvent.READ_ERROR_CLOSE)
             raise ConnectionClosedError(f"read failed: {exc}") from exc
         self.last_active = trio.current_time()
+        self.traffic.read += len(data)
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -227,6 +234,11 @@ class Connection:
             if not self.filter_manager.on_write(buf):
                 return
             data = buf
+        self._write_wire(data)
+
+    def _write_wire(self, data: bytes | bytearray) -> None:
+        """Put bytes on the wire without waiting (the transport seam: TLS encrypts here
+        and hands the records on)."""
         if self._wbuf or self._send_lock.locked():
             # A writer holds the socket: queue behind it, in order.
             if self.closed:
@@ -245,6 +257,7 @@ class Connection:
         except OSError as exc:
             self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
             raise ConnectionClosedError(f"write failed: {exc}") from exc
+        self.traffic.written += sent
         if sent == len(data):
             self.last_active = trio.current_time()
             return
@@ -302,6 +315,7 @@ class Connection:
                 except OSError as exc:
                     self.close(ConnectionEvent.WRITE_ERROR_CLOSE)
                     raise ConnectionClosedError(f"write failed: {exc}") from exc
+                self.traffic.written += sent
                 view = view[sent:]
         except BaseException:
             if 0 < len(view) < total:
@@ -379,7 +393,8 @@ class Connection:
                 except ConnectionClosedError:
                     break
                 if not data:
-                    self.close(ConnectionEvent.REMOTE_CLOSE)
+                    if not await fm.on_eof():
+                        self.close(ConnectionEvent.REMOTE_CLOSE)
                     break
                 self.read_buffer += data
                 await fm.on_read()
@@ -388,7 +403,13 @@ class Connection:
 
 
 async def connect(address: str, *, timeout: float) -> Connection:
-    """Open a client connection to ``host:port`` or a unix socket path.
+    """Open a client connection to ``host:port`` or a unix socket path (see
+    :func:`open_socket`)."""
+    return Connection(await open_socket(address, timeout=timeout), server_side=False)
+
+
+async def open_socket(address: str, *, timeout: float) -> socket.socket:
+    """A connected non-blocking socket to ``host:port`` or a unix socket path.
 
     A host name is resolved with ``getaddrinfo`` in a worker thread (trio's), so a
     slow DNS answer never blocks the event loop; IP literals skip that.
@@ -414,7 +435,7 @@ async def connect(address: str, *, timeout: float) -> Connection:
                         raise
     except trio.TooSlowError:
         raise TimeoutError(f"connect to {address} timed out after {timeout}s") from None
-    return Connection(sock, server_side=False)
+    return sock
 
 
 async def _connect_one(

@@ -12,6 +12,7 @@ listener from its ``config`` mapping and asked to populate each new connection's
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -65,13 +66,21 @@ class NetworkFilterFactory(Protocol):
 
 
 class AcceptedSocket:
-    """What a listener filter sees of a fresh connection, before it is wrapped."""
+    """What a listener filter sees of a fresh connection, before it is wrapped.
 
-    __slots__ = ("local_address", "remote_address", "values")
+    ``socket`` is the raw accepted socket (None when a test builds one without), for
+    filters that ask the kernel about it (``SO_ORIGINAL_DST``) or peek at its first
+    bytes; a filter must not read from it or close it.  A filter may change
+    ``local_address`` (the ``original_dst`` filter restores the address the client
+    asked for): the connection gets the address as the filters left it.
+    """
 
-    def __init__(self, local_address: str, remote_address: str) -> None:
+    __slots__ = ("local_address", "remote_address", "socket", "values")
+
+    def __init__(self, local_address: str, remote_address: str, sock: socket.socket | None = None) -> None:
         self.local_address = local_address
         self.remote_address = remote_address
+        self.socket = sock
         #: free-form facts a listener filter learned (e.g. an original destination)
         self.values: dict[str, Any] = {}
 

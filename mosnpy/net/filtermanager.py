@@ -55,6 +55,16 @@ class FilterManager:
             if await f.on_data(buf) is FilterStatus.STOP:
                 return
 
+    async def on_eof(self) -> bool:
+        """The peer half-closed: True if a read filter carries that on (one with an
+        ``on_eof`` coroutine, e.g. a TCP proxy passing the FIN upstream), in which case
+        it has finished with the connection; False: the connection simply closes."""
+        for f in self.read_filters:
+            handler = getattr(f, "on_eof", None)
+            if handler is not None and await handler():
+                return True
+        return False
+
     def on_write(self, data: bytearray) -> bool:
         """Run the write filters; False if one of them dropped the bytes."""
         return all(f.on_write(data) is not FilterStatus.STOP for f in self.write_filters)

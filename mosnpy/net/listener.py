@@ -10,6 +10,15 @@ until cancelled or until :meth:`Listener.drain` finishes.  Per connection it:
    filter factory to populate its chain, and runs its reader task.
 
 An idle sweeper closes connections that moved no bytes for ``idle_timeout`` seconds.
+
+Transparent interception (MOSN's ``use_original_dst`` and virtual listeners): a
+listener with ``use_original_dst`` hands each connection whose listener filters found
+an original destination (the ``original_dst`` filter) to the listener that owns that
+address, found through :attr:`Listener.find_listener` (the server's lookup: that exact
+address, else ``0.0.0.0`` / ``[::]`` on its port); with none it serves the connection
+itself.  The listener handed to runs its own listener filters and serves the
+connection in its own nursery, counted as its own.  A listener with ``bind_port``
+false opens no socket and serves only connections handed to it.
 Draining (graceful shutdown) closes the listening socket, tells every connection
 SHUTDOWN (the proxy closes idle ones at once and the rest after their in-flight
 request), then waits for them until the deadline and cancels what is left.
@@ -22,14 +31,18 @@ import logging
 import math
 import os
 import socket
+import ssl
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
 from mosnpy.net.connection import Connection, format_address, resolve
 from mosnpy.net.events import ConnectionEvent
 from mosnpy.net.filter import AcceptedSocket, FilterStatus, ListenerFilter, NetworkFilterFactory
+from mosnpy.net.original_dst import ORIGINAL_DST, current_original_dst
+from mosnpy.net.stats import Traffic
+from mosnpy.net.tls import TLSConnection, TLSHandshakeError
 
 __all__ = ["Listener"]
 
@@ -49,6 +62,10 @@ class Listener:
         listener_filters: run on each accepted socket before it becomes a connection.
         max_connections: refuse connections beyond this many (0 = unlimited).
         idle_timeout: close connections idle this long (None or 0 = never).
+        bind_port: False: open no socket, serve only connections other listeners
+            hand over (a MOSN virtual listener).
+        use_original_dst: hand connections to the listener that owns their original
+            destination (see the module doc).
     """
 
     def __init__(
@@ -62,8 +79,27 @@ class Listener:
         idle_timeout: float | None = 90.0,
         backlog: int = 1024,
         reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
+        tls_fallback: bool = False,
+        handshake_timeout: float = 10.0,
+        bind_port: bool = True,
+        use_original_dst: bool = False,
     ) -> None:
         self.name = name
+        self.bind_port = bind_port
+        self.use_original_dst = use_original_dst
+        #: ``address -> the listener that owns it, or None`` (set by the server), for
+        #: ``use_original_dst``
+        self.find_listener: Callable[[str], Listener | None] | None = None
+        #: set when this listener stops accepting (what one without a socket waits for)
+        self._stopped = trio.Event()
+        #: TLS terminated here (None: plaintext); with ``tls_fallback`` a connection
+        #: whose first byte is not a TLS handshake record is served as plaintext
+        self.tls = tls
+        self.tls_fallback = tls_fallback
+        self.handshake_timeout = handshake_timeout
+        #: handshakes that failed (bad certificate, no client certificate, timeout)
+        self.tls_failures = 0
         self.requested_address = address
         self.filter_factories = list(filter_factories)
         self.listener_filters = list(listener_filters)
@@ -78,6 +114,8 @@ class Listener:
         self.admitted = 0
         #: sockets accepted since start (refused ones not counted)
         self.connections_total = 0
+        #: bytes read from and written to this listener's connections
+        self.traffic = Traffic()
         self._sock: socket.socket | None = None
         self._conn_nursery: trio.Nursery | None = None
         self._accepting = False
@@ -94,7 +132,7 @@ class Listener:
 
     def bind(self) -> None:
         """Create, bind and listen on the socket (done by :meth:`serve` if needed)."""
-        if self._sock is not None:
+        if self._sock is not None or not self.bind_port:
             return
         family, sockaddr = resolve(self.requested_address)
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -121,12 +159,16 @@ class Listener:
     async def serve(self, *, task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report started, and serve until cancelled or drained."""
         self.bind()
-        assert self._sock is not None
         async with trio.open_nursery() as nursery:
             self._conn_nursery = nursery
             self._accepting = True
             if self.idle_timeout:
                 nursery.start_soon(self._sweep_idle)
+            if self._sock is None:
+                log.info("listener %s serving %s (handed-over connections only)", self.name, self.address)
+                task_status.started(self)
+                await self._stopped.wait()
+                return
             log.info("listener %s serving on %s", self.name, self.address)
             task_status.started(self)
             await self._accept_loop(self._sock)
@@ -167,16 +209,51 @@ class Listener:
             self._conn_nursery.start_soon(self._handle, sock)
             await trio.lowlevel.checkpoint()
 
-    async def _handle(self, sock: socket.socket) -> None:
+    async def _handle(self, sock: socket.socket, accepted: AcceptedSocket | None = None) -> None:
         try:
-            await self._serve_socket(sock)
+            await self._serve_socket(sock, accepted)
         finally:
             self.admitted -= 1
 
-    async def _serve_socket(self, sock: socket.socket) -> None:
-        accepted: AcceptedSocket | None = None
-        if self.listener_filters:
-            accepted = AcceptedSocket(format_address(sock.getsockname()), _peer(sock))
+    def adopt(self, sock: socket.socket, accepted: AcceptedSocket) -> bool:
+        """Serve ``sock``, accepted by another listener (``use_original_dst``), as one
+        of this listener's connections; False (the caller keeps it) when this listener
+        is not accepting."""
+        if not self._accepting or self._conn_nursery is None:
+            return False
+        if self.max_connections and self.admitted >= self.max_connections:
+            self.refused += 1
+            log.warning("listener %s: connection limit %d reached, refusing", self.name, self.max_connections)
+            sock.close()
+            return True
+        self.admitted += 1
+        self.connections_total += 1
+        self._conn_nursery.start_soon(self._handle, sock, accepted)
+        return True
+
+    def _hand_off(self, sock: socket.socket, accepted: AcceptedSocket) -> bool:
+        """Give ``sock`` to the listener that owns its original destination (True), or
+        keep it here (False: none, or that is this listener)."""
+        dst = accepted.values.get(ORIGINAL_DST)
+        if not isinstance(dst, str) or self.find_listener is None:
+            return False
+        target = self.find_listener(dst)
+        if target is None or target is self or not target.adopt(sock, accepted):
+            return False
+        log.debug(
+            "listener %s: %s -> %s handed to listener %s",
+            self.name,
+            accepted.remote_address,
+            dst,
+            target.name,
+        )
+        return True
+
+    async def _serve_socket(self, sock: socket.socket, accepted: AcceptedSocket | None = None) -> None:
+        handed_over = accepted is not None
+        if self.listener_filters or self.use_original_dst:
+            if accepted is None:
+                accepted = AcceptedSocket(format_address(sock.getsockname()), _peer(sock), sock)
             for lf in self.listener_filters:
                 try:
                     status = await lf.on_accept(accepted)
@@ -186,9 +263,18 @@ class Listener:
                 if status is FilterStatus.STOP:
                     sock.close()
                     return
-        conn = Connection(sock, server_side=True)
+            if self.use_original_dst and not handed_over and self._hand_off(sock, accepted):
+                return
+        conn = await self._wrap(sock)
+        if conn is None:
+            return
+        conn.traffic = self.traffic
         if accepted is not None:
             conn.values.update(accepted.values)
+            conn.local_address = accepted.local_address
+            dst = accepted.values.get(ORIGINAL_DST)
+            if isinstance(dst, str):
+                current_original_dst.set(dst)  # for this connection's tasks (ORIGINAL_DST)
         self.connections.add(conn)
         conn.add_event_listener(lambda ev: self._on_conn_event(conn, ev))
         try:
@@ -208,6 +294,36 @@ class Listener:
         finally:
             conn.close()
             self.connections.discard(conn)
+
+    async def _wrap(self, sock: socket.socket) -> Connection | None:
+        """The accepted socket as a connection: plaintext, or TLS once its handshake is
+        done (None: it failed, and the socket is closed)."""
+        if self.tls is None or (self.tls_fallback and not await self._starts_with_tls(sock)):
+            return Connection(sock, server_side=True)
+        conn = TLSConnection(sock, self.tls, server_side=True)
+        try:
+            await conn.handshake(self.handshake_timeout)
+        except TLSHandshakeError as exc:
+            self.tls_failures += 1
+            log.info("listener %s: connection from %s: %s", self.name, conn.remote_address, exc)
+            return None
+        conn.values["tls.alpn"] = conn.alpn_protocol
+        return conn
+
+    async def _starts_with_tls(self, sock: socket.socket) -> bool:
+        """Peek the first byte: 0x16 opens a TLS handshake record (MOSN's fall_back)."""
+        sock.setblocking(False)
+        with trio.move_on_after(self.handshake_timeout):
+            while True:
+                try:
+                    first = sock.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                except OSError:
+                    return False
+                return first == b"\x16"
+        return False
 
     def _on_conn_event(self, conn: Connection, event: ConnectionEvent) -> None:
         if event.is_close:
@@ -230,6 +346,7 @@ class Listener:
     def stop_accepting(self) -> None:
         """Close the listening socket; open connections are not touched."""
         self._accepting = False
+        self._stopped.set()
         self._sweeper.cancel()  # draining closes idle connections itself
         if self._sock is not None:
             try:

@@ -58,6 +58,8 @@ class ProtocolDescriptor:
     server_stream_connection: Callable[..., ServerStreamConnection] | None = None
     client_stream_connection: Callable[..., ClientStreamConnection] | None = None
     family: str = ""
+    #: the ALPN ids this protocol goes by over TLS (``("h2",)``), offered upstream
+    alpn: tuple[str, ...] = ()
 
     def converts_to(self, other: ProtocolDescriptor) -> bool:
         """Whether streams of this protocol may be forwarded as ``other``."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import attrs
 
 from mosnpy.config.models import ProxyConfig
+from mosnpy.net.stats import Histogram
 from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.router import RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
@@ -62,6 +63,8 @@ class DownstreamStats:
     #: requests a bug in a handler or filter ended (answered 500 where still possible)
     internal_errors: int = 0
     responses: collections.Counter[int] = attrs.field(factory=collections.Counter)
+    #: seconds from a request's head to the end of its exchange (MOSN's request_time)
+    request_time: Histogram = attrs.field(factory=Histogram)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -69,4 +72,5 @@ class DownstreamStats:
             "request_active": self.requests_active,
             "internal_errors": self.internal_errors,
             "response_total": {str(code): n for code, n in sorted(self.responses.items())},
+            "request_time": self.request_time.snapshot(),
         }

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, TypeAlias
 import trio
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
+from mosnpy.net.original_dst import ORIGINAL_DST
 from mosnpy.proxy import replies
 from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
 from mosnpy.proxy.phases import MAX_JUMPS, NEXT, ORDER, Phase, check, counts_as_jump
@@ -50,6 +51,7 @@ from mosnpy.stream.stream import ResetReason, Stream
 from mosnpy.upstream.cluster import Cluster
 from mosnpy.upstream.errors import NoHealthyHostError, OverflowError_
 from mosnpy.upstream.host import Host
+from mosnpy.upstream.lb import LbContext
 
 __all__ = ["ClientGone", "DownStream"]
 
@@ -248,6 +250,10 @@ class DownStream:
         stats.requests_active -= 1
         answered = self.response_started and not gone
         stats.responses[(self.stream.response_status or 0) if answered else 0] += 1
+        now = trio.current_time()
+        stats.request_time.observe(now - self.stream.start_time)
+        if self.counted is not None and self.sent_at:
+            self.counted.request_duration.observe(now - self.sent_at)
         self._finish()
 
     def _finish(self) -> None:
@@ -368,12 +374,18 @@ class DownStream:
                 if self.counted is not None:
                     self.counted.end_request()
                 self.counted = cluster
-            self.host = s.upstream_host = cluster.choose_host()
+            self.host = s.upstream_host = cluster.choose_host(self._lb_context())
         except NoHealthyHostError as exc:
             return self._reply(replies.no_healthy_host(str(exc)))
         except OverflowError_ as exc:
             return self._reply(replies.overflow(str(exc)))
         return Phase.DOWN_FILTER_AFTER_CHOOSE_HOST
+
+    def _lb_context(self) -> LbContext:
+        """What the balancer may know: the request's headers, the client's address
+        and, for a redirected connection, its original destination."""
+        dst = self.conn.values.get(ORIGINAL_DST)
+        return LbContext(self.stream.headers, self.conn.remote_address, dst if isinstance(dst, str) else None)
 
     def _down_filter_after_choose_host(self) -> Step:
         if self.chain is _EMPTY_CHAIN:
@@ -411,7 +423,7 @@ class DownStream:
         assert self.cluster is not None
         await trio.sleep(RETRY_BACKOFF)
         try:
-            self.host = self.stream.upstream_host = self.cluster.choose_host()
+            self.host = self.stream.upstream_host = self.cluster.choose_host(self._lb_context())
         except NoHealthyHostError as exc:
             return self._reply(replies.no_healthy_host(str(exc)))
         return Phase.DOWN_RECV_HEADER
@@ -462,11 +474,21 @@ class DownStream:
             self.retry_counted = True
         return True
 
-    def _upstream_failed(self, reason: ResetReason, message: str, *, stale: bool = False) -> Phase:
-        """Drop the failed attempt; retry if allowed, else reply with the reason's status."""
+    def _upstream_failed(
+        self, reason: ResetReason, message: str, *, stale: bool = False, answered: bool = False
+    ) -> Phase:
+        """Drop the failed attempt; retry if allowed, else reply with the reason's status.
+
+        ``answered``: the host did answer (a retry on its status, already reported to
+        outlier detection); ``stale``: a kept-alive connection died while idle, not
+        the host's fault.  Any other failure counts against the host.
+        """
         self._release_upstream()
-        if self.cluster is not None:
-            self.cluster.counters.count_failure(reason)
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.counters.count_failure(reason)
+            if cluster.outlier is not None and self.host is not None and not (stale or answered):
+                cluster.outlier.put_failure(self.host, reason)
         if self._can_retry(stale=stale, reason=reason):
             if not stale:
                 self.retries_done += 1

@@ -388,9 +388,14 @@ class StreamDownStream(DownStream):
 
     def _response_phase(self) -> Phase:
         response = self.response
-        assert response is not None
+        assert response is not None and self.cluster is not None
+        outlier = self.cluster.outlier
+        if outlier is not None and self.host is not None:
+            outlier.put_status(self.host, response.status)
         if self._retry_on_status(response.status):
-            return self._upstream_failed(ResetReason.UPSTREAM_RESET, f"upstream answered {response.status}")
+            return self._upstream_failed(
+                ResetReason.UPSTREAM_RESET, f"upstream answered {response.status}", answered=True
+            )
         s = self.stream
         s.response_status = response.status
         s.response_headers = response.headers

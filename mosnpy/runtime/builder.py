@@ -8,23 +8,26 @@ as ``servers[0].listeners[0].stream_filters[1].type: unknown stream filter 'falu
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
 from mosnpy.config.errors import ConfigError
-from mosnpy.config.models import ListenerConfig, MosnConfig
+from mosnpy.config.models import ListenerConfig, MosnConfig, RouterConfig
 from mosnpy.net.filter import NetworkFilterFactory
 from mosnpy.net.listener import Listener
 from mosnpy.net.registry import LISTENER_FILTERS, NETWORK_FILTERS
+from mosnpy.net.tls import server_context
 from mosnpy.registry import Registry, UnknownNameError
-from mosnpy.router import Routers
+from mosnpy.router import Routers, RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
 from mosnpy.stream.registry import STREAM_FILTERS
 from mosnpy.upstream.cluster import Cluster, ClusterManager
 
-__all__ = ["build_clusters", "build_listeners"]
+__all__ = ["build", "build_clusters", "build_listeners"]
 
 T = TypeVar("T")
 
@@ -41,59 +44,124 @@ class _BuildContext:
     path: str
 
 
+def build(config: MosnConfig, *, reuse_port: bool = False) -> tuple[ClusterManager, list[Listener]]:
+    """Every cluster and every listener (not yet bound), or one ConfigError carrying
+    every problem of both (a listener is still built when a cluster is not)."""
+    clusters, errors = _build_clusters(config)
+    listeners, more = _build_listeners(config, clusters, reuse_port)
+    if errors or more:
+        raise ConfigError.group([*errors, *more])
+    return clusters, listeners
+
+
 def build_clusters(config: MosnConfig) -> ClusterManager:
+    """Every cluster, or one ConfigError carrying every cluster's problems."""
+    manager, errors = _build_clusters(config)
+    if errors:
+        raise ConfigError.group(errors)
+    return manager
+
+
+def _build_clusters(config: MosnConfig) -> tuple[ClusterManager, list[ConfigError]]:
     manager = ClusterManager()
+    errors: list[ConfigError] = []
     for i, cc in enumerate(config.cluster_manager.clusters):
         try:
             manager.add(Cluster(cc))
         except UnknownNameError as exc:
             key = "type" if exc.kind == "cluster type" else "lb_type"
-            raise ConfigError(f"cluster_manager.clusters[{i}].{key}", str(exc)) from None
+            errors.append(ConfigError(f"cluster_manager.clusters[{i}].{key}", str(exc)))
         except ValueError as exc:
-            raise ConfigError(f"cluster_manager.clusters[{i}]", str(exc)) from None
-    return manager
+            errors.append(ConfigError(f"cluster_manager.clusters[{i}]", str(exc)))
+    return manager, errors
 
 
 def build_listeners(
     config: MosnConfig, clusters: ClusterManager, *, reuse_port: bool = False
 ) -> list[Listener]:
-    """Build every listener of every server (not yet bound).
+    """Build every listener of every server (not yet bound), or raise one ConfigError
+    carrying every listener's problems.
 
     ``reuse_port`` binds with SO_REUSEPORT, so several worker processes share a port.
     """
+    listeners, errors = _build_listeners(config, clusters, reuse_port)
+    if errors:
+        raise ConfigError.group(errors)
+    return listeners
+
+
+def _build_listeners(
+    config: MosnConfig, clusters: ClusterManager, reuse_port: bool
+) -> tuple[list[Listener], list[ConfigError]]:
     listeners: list[Listener] = []
+    errors: list[ConfigError] = []
     for si, server in enumerate(config.servers):
         try:
             routers = Routers.from_configs(server.routers)
         except ValueError as exc:
-            raise ConfigError(f"servers[{si}].routers", str(exc)) from None
+            errors.append(ConfigError(f"servers[{si}].routers", str(exc)))
+            routers = _usable_routers(server.routers)  # the listeners are still checked
         for li, lc in enumerate(server.listeners):
-            lst = _build_listener(lc, f"servers[{si}].listeners[{li}]", routers, clusters)
+            try:
+                lst = _build_listener(lc, f"servers[{si}].listeners[{li}]", routers, clusters)
+            except ConfigError as exc:
+                errors.append(exc)
+                continue
             lst.reuse_port = reuse_port
             listeners.append(lst)
-    return listeners
+    return listeners, errors
+
+
+def _usable_routers(configs: Sequence[RouterConfig]) -> Routers:
+    """The router configs that compile, the first of each name only."""
+    tables: dict[str, RouteTable] = {}
+    for cfg in configs:
+        if cfg.router_config_name not in tables:
+            with contextlib.suppress(ValueError):
+                tables[cfg.router_config_name] = RouteTable.from_config(cfg)
+    return Routers(tables.values())
 
 
 def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: ClusterManager) -> Listener:
+    """One listener, or one ConfigError carrying the problems of all its filters."""
+    errors: list[ConfigError] = []
     stream_filters: list[StreamFilterFactory] = []
     for i, sf in enumerate(lc.stream_filters):
         fpath = f"{path}.stream_filters[{i}]"
-        factory_cls = _lookup(STREAM_FILTERS, sf.type, fpath)
-        stream_filters.append(_call_factory(factory_cls, f"{fpath}.config", sf.config))
+        try:
+            factory_cls = _lookup(STREAM_FILTERS, sf.type, fpath)
+            stream_filters.append(_call_factory(factory_cls, f"{fpath}.config", sf.config))
+        except ConfigError as exc:
+            errors.append(exc)
     network: list[NetworkFilterFactory] = []
     for ci, chain in enumerate(lc.filter_chains):
         for fi, nf in enumerate(chain.filters):
             fpath = f"{path}.filter_chains[{ci}].filters[{fi}]"
-            make = _lookup(NETWORK_FILTERS, nf.type, fpath)
-            build = _BuildContext(routers, clusters, tuple(stream_filters), lc.name, fpath)
-            network.append(_call_factory(make, f"{fpath}.config", nf.config, build))
-    if not network:
-        raise ConfigError(f"{path}.filter_chains", "a listener needs at least one network filter")
+            try:
+                make = _lookup(NETWORK_FILTERS, nf.type, fpath)
+                build = _BuildContext(routers, clusters, tuple(stream_filters), lc.name, fpath)
+                network.append(_call_factory(make, f"{fpath}.config", nf.config, build))
+            except ConfigError as exc:
+                errors.append(exc)
+    if not network and not errors:
+        errors.append(ConfigError(f"{path}.filter_chains", "a listener needs at least one network filter"))
     listener_filters = []
+    if lc.use_original_dst and not any(lf.type == "original_dst" for lf in lc.listener_filters):
+        # MOSN runs the original_dst filter on such a listener without being asked
+        try:
+            listener_filters.append(_lookup(LISTENER_FILTERS, "original_dst", f"{path}.use_original_dst")({}))
+        except ConfigError as exc:
+            errors.append(exc)
     for i, lf in enumerate(lc.listener_filters):
         fpath = f"{path}.listener_filters[{i}]"
-        make_lf = _lookup(LISTENER_FILTERS, lf.type, fpath)
-        listener_filters.append(_call_factory(make_lf, f"{fpath}.config", lf.config))
+        try:
+            make_lf = _lookup(LISTENER_FILTERS, lf.type, fpath)
+            listener_filters.append(_call_factory(make_lf, f"{fpath}.config", lf.config))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.group(errors)
+    tls, tls_fallback = _listener_tls(lc, path)
     address = lc.address if lc.network != "unix" or lc.address.startswith("/") else f"unix:{lc.address}"
     idle = DEFAULT_IDLE_TIMEOUT if lc.connection_idle_timeout is None else lc.connection_idle_timeout
     return Listener(
@@ -103,7 +171,32 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
         listener_filters=listener_filters,
         max_connections=lc.max_connections,
         idle_timeout=idle,
+        tls=tls,
+        tls_fallback=tls_fallback,
+        bind_port=lc.bind_port,
+        use_original_dst=lc.use_original_dst,
     )
+
+
+def _listener_tls(lc: ListenerConfig, path: str) -> tuple[ssl.SSLContext | None, bool]:
+    """The listener's server TLS context from its filter chains' ``tls_context`` /
+    ``tls_context_set`` (MOSN's ``status: true`` turns one on), and ``fall_back``.
+
+    One context per listener: with several chains, the first with TLS gives it (its
+    certificates chosen by SNI); choosing the chain itself by SNI is not done.
+    """
+    for ci, chain in enumerate(lc.filter_chains):
+        configs = [c for c in (chain.tls_context, *chain.tls_context_set) if c is not None and c.status]
+        if not configs:
+            continue
+        key = (
+            "tls_context" if chain.tls_context is not None and chain.tls_context.status else "tls_context_set"
+        )
+        try:
+            return server_context(configs), any(c.fall_back for c in configs)
+        except (ValueError, OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{path}.filter_chains[{ci}].{key}", str(exc)) from None
+    return None, False
 
 
 def _lookup(registry: Registry[T], name: str, path: str) -> T:

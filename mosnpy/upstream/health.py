@@ -124,11 +124,21 @@ def checker_for(config: HealthCheckConfig) -> HealthChecker:
 class HealthMonitor:
     """Probes a cluster's hosts and keeps their ``healthy`` flags current."""
 
-    def __init__(self, cluster_name: str, hosts: list[Host], config: HealthCheckConfig) -> None:
+    def __init__(
+        self,
+        cluster_name: str,
+        hosts: list[Host],
+        config: HealthCheckConfig,
+        *,
+        on_check: Callable[[Host, bool], None] | None = None,
+    ) -> None:
         self.cluster_name = cluster_name
         self.hosts = hosts
         self.config = config
         self.checker = checker_for(config)
+        #: told every check's outcome, after the host's flags are updated (outlier
+        #: detection unejects a host that passes one)
+        self.on_check = on_check
         self._rng = random.Random()
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -145,16 +155,18 @@ class HealthMonitor:
                 ok = await self.checker.check(host)
             if ok:
                 successes, failures = successes + 1, 0
-                if not host.healthy and successes >= cfg.healthy_threshold:
-                    host.healthy = True
+                if host.check_failed and successes >= cfg.healthy_threshold:
+                    host.set_check_failed(False)
                     log.info("cluster %s: host %s is healthy again", self.cluster_name, host.address)
             else:
                 successes, failures = 0, failures + 1
-                if host.healthy and failures >= cfg.unhealthy_threshold:
-                    host.healthy = False
+                if not host.check_failed and failures >= cfg.unhealthy_threshold:
+                    host.set_check_failed(True)
                     log.warning(
                         "cluster %s: host %s failed %d checks: unhealthy",
                         self.cluster_name,
                         host.address,
                         failures,
                     )
+            if self.on_check is not None:
+                self.on_check(host, ok)

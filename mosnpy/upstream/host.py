@@ -1,8 +1,8 @@
 """Upstream hosts: one backend address of a cluster, with the state LBs read.
 
 A :class:`Host` is deliberately a small mutable object shared by the cluster, its load
-balancer, its connection pool and its health checker: the checker flips
-:attr:`Host.healthy`, the pool counts :attr:`Host.active_requests`, and the load
+balancer, its connection pool, its health checker and its outlier detector: those two
+flip :attr:`Host.healthy`, the pool counts :attr:`Host.active_requests`, and the load
 balancer reads both live at pick time, so neither change needs the balancer rebuilt.
 Membership changes (DNS, EDS) build a new host list and a new balancer instead.
 """
@@ -59,12 +59,26 @@ class Host:
         hostname: a display / ``Host``-rewrite name ("" when the config gives none).
         weight: a positive integer; weighted balancers give picks in proportion to it.
         metadata: free-form config metadata (subset LB, canary labels).
-        healthy: set by health checks; unhealthy hosts are never picked.
+        healthy: whether balancers may pick the host: neither failing active health
+            checks nor ejected by outlier detection (Envoy's health flags).  Load
+            balancers read this one plain attribute; the two flags below set it
+            through :meth:`set_check_failed` and :meth:`set_ejected`.
+        check_failed: active health checking found the host unhealthy.
+        ejected: outlier detection ejected the host for a while.
         active_requests: in-flight requests, incremented and decremented by the pool;
             read by LB_LEAST_REQUEST.
     """
 
-    __slots__ = ("active_requests", "address", "healthy", "hostname", "metadata", "weight")
+    __slots__ = (
+        "active_requests",
+        "address",
+        "check_failed",
+        "ejected",
+        "healthy",
+        "hostname",
+        "metadata",
+        "weight",
+    )
 
     def __init__(
         self,
@@ -84,7 +98,19 @@ class Host:
         self.weight = weight
         self.metadata: Mapping[str, Any] = metadata or _EMPTY
         self.healthy = healthy
+        self.check_failed = not healthy
+        self.ejected = False
         self.active_requests = 0
+
+    def set_check_failed(self, failed: bool) -> None:
+        """Active health checking's verdict (the host stays out while ejected)."""
+        self.check_failed = failed
+        self.healthy = not (failed or self.ejected)
+
+    def set_ejected(self, ejected: bool) -> None:
+        """Outlier detection's verdict (the host stays out while failing checks)."""
+        self.ejected = ejected
+        self.healthy = not (ejected or self.check_failed)
 
     @classmethod
     def from_config(cls, cfg: HostConfig) -> Host:
@@ -92,5 +118,5 @@ class Host:
         return cls(cfg.address, cfg.hostname, cfg.weight, cfg.metadata)
 
     def __repr__(self) -> str:
-        state = "" if self.healthy else " unhealthy"
+        state = " ejected" if self.ejected else "" if self.healthy else " unhealthy"
         return f"<Host {self.address} w={self.weight} active={self.active_requests}{state}>"

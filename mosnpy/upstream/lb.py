@@ -50,17 +50,24 @@ _NO_CONFIG: Mapping[str, Any] = MappingProxyType({})
 class LbContext:
     """What a balancer may know about the request it picks a host for.
 
-    Unused by the built-in balancers; it is here so hash-based ones (consistent hash on
-    a header, source-IP affinity, Maglev) can be added without changing the interface.
+    ``original_destination`` (``ip:port``) is where the downstream connection was going
+    before an iptables rule redirected it to mosnpy (the ``original_dst`` listener
+    filter finds it): LB_ORIGINAL_DST connects there.  The other built-in balancers
+    use none of this; it is here so hash-based ones (consistent hash on a header,
+    source-IP affinity, Maglev) can be added without changing the interface.
     """
 
-    __slots__ = ("downstream_address", "headers")
+    __slots__ = ("downstream_address", "headers", "original_destination")
 
     def __init__(
-        self, headers: Mapping[str, str] | None = None, downstream_address: str | None = None
+        self,
+        headers: Mapping[str, str] | None = None,
+        downstream_address: str | None = None,
+        original_destination: str | None = None,
     ) -> None:
         self.headers = headers
         self.downstream_address = downstream_address
+        self.original_destination = original_destination
 
 
 class LoadBalancer(Protocol):

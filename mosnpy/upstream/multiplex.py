@@ -18,6 +18,14 @@ pool spreads streams round robin over ``max_connections`` connections (MOSN's
 ``max_streams_per_connection`` (0: unlimited); with PING_PONG each connection carries one
 stream at a time and new connections are dialed while all are busy.
 
+When every connection is full and no more may be dialed, a pool given a
+:class:`PendingQueue` (its cluster's ``max_pending_requests``, shared by the cluster's
+pools) lets the request wait its turn, first come first served, instead of overflowing;
+once that many wait, the next one overflows at once (503).  A connection given back
+goes straight to the first waiter (never through the idle list, so a newcomer cannot
+jump the queue); a closed connection, a failed dial or a freed stream slot wakes the
+first waiter to look again (and dial if it may).  Newcomers queue behind waiters.
+
 Bookkeeping is synchronous: :meth:`MultiplexConnection.open_stream` registers the
 listener before anything is sent and :meth:`~MultiplexConnection.close_stream` removes
 it, so a stream abandoned at any point leaves no slot behind, and a late response for it
@@ -29,6 +37,7 @@ stream connection (``next_deadline``/``on_timer``); a task per connection runs t
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -52,7 +61,14 @@ from mosnpy.upstream.dial import Dialer
 from mosnpy.upstream.errors import ConnectFailedError, OverflowError_, UpstreamError
 from mosnpy.upstream.host import Host
 
-__all__ = ["PEEK_AFTER_IDLE", "MultiplexConnection", "MultiplexPool", "StreamListener", "UpstreamResetError"]
+__all__ = [
+    "PEEK_AFTER_IDLE",
+    "MultiplexConnection",
+    "MultiplexPool",
+    "PendingQueue",
+    "StreamListener",
+    "UpstreamResetError",
+]
 
 log = logging.getLogger("mosnpy.upstream")
 
@@ -70,6 +86,39 @@ class StreamListener(Protocol):
     """Who waits for one upstream stream's events (the proxy's upstream request)."""
 
     def on_upstream_event(self, event: StreamEvent) -> None: ...
+
+
+class PendingQueue:
+    """A cluster's budget of requests waiting for a connection, shared by its pools.
+
+    ``limit`` is the cluster's ``max_pending_requests`` (0: no bound); ``waiting``
+    counts the requests queued in all of the cluster's pools right now.
+    """
+
+    __slots__ = ("limit", "waiting")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = limit
+        self.waiting = 0
+
+    def __repr__(self) -> str:
+        return f"<PendingQueue waiting={self.waiting} limit={self.limit or 'none'}>"
+
+    def has_room(self) -> bool:
+        return not self.limit or self.waiting < self.limit
+
+
+class _Turn:
+    """One request waiting in a pool's pending queue."""
+
+    __slots__ = ("conn", "event", "woken")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        #: a connection handed over by :meth:`MultiplexPool.released`
+        self.conn: MultiplexConnection | None = None
+        #: woken and not yet run (its wake-up is passed on if it leaves unserved)
+        self.woken = False
 
 
 def _ends(event: StreamEvent) -> bool:
@@ -164,6 +213,8 @@ class MultiplexConnection(StreamIO):
                     self.close("stream abandoned mid-exchange")
                 else:
                     self.pool.released(self)
+            elif self.pool.waiters:
+                self.pool.slot_freed()
 
     def _deliver(self, events: list[StreamEvent]) -> None:
         listeners = self.listeners
@@ -190,6 +241,8 @@ class MultiplexConnection(StreamIO):
                 self.close("the upstream closes this connection")
             else:
                 self.pool.released(self)
+        elif self.pool.waiters:
+            self.pool.slot_freed()
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -274,6 +327,9 @@ class MultiplexPool(Dialer):
             protocols); otherwise dial only when every connection is full.
         connect_timeout: seconds allowed for a connect.
         idle_timeout: close connections idle longer than this before reuse (0: keep).
+        pending: where a request waits when every connection is full and no more may
+            be opened (None: it overflows at once).
+        on_overflow: called each time a request is refused with OverflowError_.
     """
 
     def __init__(
@@ -287,6 +343,8 @@ class MultiplexPool(Dialer):
         spread: bool = True,
         connect_timeout: float = 10.0,
         idle_timeout: float = 0.0,
+        pending: PendingQueue | None = None,
+        on_overflow: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(host, connect_timeout)
         self.idle_timeout = idle_timeout
@@ -295,6 +353,10 @@ class MultiplexPool(Dialer):
         self.max_connections = max_connections
         self.max_streams_per_connection = max_streams_per_connection
         self.spread = spread and max_connections > 0
+        self.pending = pending
+        self.on_overflow = on_overflow
+        #: requests waiting for a connection, first come first served
+        self.waiters: deque[_Turn] = deque()
         self.connections: list[MultiplexConnection] = []
         #: connections with no stream (one-stream-at-a-time pools), most recent last
         self.idle: list[MultiplexConnection] = []
@@ -314,11 +376,13 @@ class MultiplexPool(Dialer):
         mode = "multiplex" if self.spread else "ping-pong"
         return (
             f"<MultiplexPool {self.host.address} {mode} connections={len(self.connections)} "
-            f"idle={len(self.idle)} connecting={self.connecting} in_flight={in_flight}>"
+            f"idle={len(self.idle)} connecting={self.connecting} in_flight={in_flight} "
+            f"waiting={len(self.waiters)}>"
         )
 
     def ready(self, *, probe: bool = False) -> MultiplexConnection | None:
-        """A connection with room for one more stream, or None if one must be dialed.
+        """A connection with room for one more stream, or None if the caller must await
+        :meth:`connection`: to dial one, or to wait its turn in the pending queue.
 
         An idle connection (one stream at a time) older than ``idle_timeout`` is closed
         instead of reused; one idle longer than :data:`PEEK_AFTER_IDLE`, or any when
@@ -326,8 +390,36 @@ class MultiplexPool(Dialer):
         non-blocking ``MSG_PEEK`` first, so one the server closed is dropped.
 
         Raises:
-            OverflowError_: every connection is full and no more may be opened.
+            OverflowError_: every connection is full, no more may be opened and the
+                pending queue (if the pool has one) is full too.
         """
+        if self.waiters:
+            self._admit()  # behind those already waiting
+            return None
+        try:
+            return self._lookup(probe)
+        except OverflowError_ as exc:
+            self._admit(exc)
+            return None
+
+    def _admit(self, full: OverflowError_ | None = None) -> None:
+        """Return if one more request may wait in the pending queue, else count the
+        overflow and raise ``full`` (or say the queue is full)."""
+        pending = self.pending
+        if pending is not None and pending.has_room():
+            return
+        if self.on_overflow is not None:
+            self.on_overflow()
+        if pending is not None:
+            raise OverflowError_(
+                f"{self.host.address}: no connection free and max_pending_requests "
+                f"{pending.limit} already waiting"
+            )
+        raise full or OverflowError_(f"{self.host.address}: no connection free")
+
+    def _lookup(self, probe: bool) -> MultiplexConnection | None:
+        """:meth:`ready` without the pending queue: a connection, None (dial one), or
+        OverflowError_ when every connection is full and no more may be opened."""
         conns = self.connections
         if self.spread and len(conns) < self.max_connections:
             return None
@@ -364,37 +456,76 @@ class MultiplexPool(Dialer):
         )
 
     async def connection(self, *, probe: bool = False) -> MultiplexConnection:
-        """A connection with room, dialing one if needed.
+        """A connection with room, dialing one if needed, or waiting in the pending
+        queue (first come first served) while every connection is full and no more may
+        be opened.
 
         Raises:
             ConnectFailedError: no connection could be made (retryable).
-            OverflowError_: every connection is full.
+            OverflowError_: every connection is full and so is the pending queue.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        mc = self.ready(probe=probe)
-        if mc is not None:
-            return mc
-        if not self.spread:
-            return await self._open()  # a connection per stream: dial in parallel
-        while self._dialing is not None:
-            # A dial is under way: wait for it with everyone else and look again
-            # together (a lock would hand the pool to one waiter per scheduler turn).
-            failures = self._connect_failures
-            await self._dialing.wait()
-            if self._connect_failures != failures and not self.connections:
-                # The connect we waited for failed: share its outcome instead of
-                # dialing again one after another (a dead host would make each waiter
-                # pay a whole connect timeout in turn).
-                raise ConnectFailedError(self._last_connect_error)
-            mc = self.ready()
-            if mc is not None:
-                return mc
+        turn: _Turn | None = None
+        try:
+            while True:
+                mc: MultiplexConnection | None = None
+                if turn is None and self.waiters:
+                    self._admit()  # newcomers queue behind those already waiting
+                    full = True
+                else:
+                    try:
+                        mc = self._lookup(probe)
+                        full = False
+                    except OverflowError_ as exc:
+                        if turn is None:
+                            self._admit(exc)
+                        full = True
+                if mc is not None:
+                    return mc
+                if full:
+                    if turn is None:
+                        turn = self._enqueue()
+                    mc = await self._wait_turn(turn)
+                    if mc is not None:
+                        return mc
+                    continue  # woken to look again
+                if turn is not None:
+                    self._dequeue(turn)  # our turn: dial
+                    turn = None
+                if not self.spread:
+                    return await self._open_one()  # a connection per stream: dial in parallel
+                if self._dialing is None:
+                    return await self._open_shared()
+                # A dial is under way: wait for it with everyone else and look again
+                # together (a lock would hand the pool to one waiter per scheduler turn).
+                failures = self._connect_failures
+                await self._dialing.wait()
+                if self._connect_failures != failures and not self.connections:
+                    # The connect we waited for failed: share its outcome instead of
+                    # dialing again one after another (a dead host would make each
+                    # waiter pay a whole connect timeout in turn).
+                    raise ConnectFailedError(self._last_connect_error)
+        finally:
+            if turn is not None:
+                self._dequeue(turn)
+
+    async def _open_one(self) -> MultiplexConnection:
+        try:
+            return await self._open()
+        except BaseException:
+            if self.waiters:
+                self._wake_one()  # the dial's slot is free again
+            raise
+
+    async def _open_shared(self) -> MultiplexConnection:
         self._dialing = trio.Event()
         try:
             return await self._open()
         except ConnectFailedError as exc:
             self._connect_failures += 1
             self._last_connect_error = str(exc)
+            if self.waiters:
+                self._wake_one()  # the dial's slot is free again
             mc = self.ready() if self.connections else None
             if mc is None:
                 raise
@@ -402,6 +533,66 @@ class MultiplexPool(Dialer):
         finally:
             dialing, self._dialing = self._dialing, None
             dialing.set()
+
+    # -- the pending queue ------------------------------------------------------------
+
+    def _enqueue(self) -> _Turn:
+        turn = _Turn()
+        self.waiters.append(turn)
+        if self.pending is not None:
+            self.pending.waiting += 1
+        return turn
+
+    async def _wait_turn(self, turn: _Turn) -> MultiplexConnection | None:
+        """Wait to be woken: the connection handed over, or None to look again."""
+        await turn.event.wait()
+        mc, turn.conn = turn.conn, None
+        turn.event = trio.Event()  # for the next wait, if the look finds no room
+        turn.woken = False
+        if mc is not None and not mc.closed and mc.has_room():
+            return mc
+        return None
+
+    def _dequeue(self, turn: _Turn) -> None:
+        """``turn`` leaves the queue; a wake-up or connection it did not use goes on."""
+        try:
+            self.waiters.remove(turn)
+        except ValueError:
+            return
+        if self.pending is not None:
+            self.pending.waiting -= 1
+        mc, turn.conn = turn.conn, None
+        if mc is not None:
+            self.released(mc)
+        elif self.waiters:
+            # Pass the turn on: the pool may have room the next one has not seen (a
+            # connection that went idle while every waiter was already woken).
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake the first waiter not woken yet, to look again."""
+        for turn in self.waiters:
+            if not turn.woken:
+                turn.woken = True
+                turn.event.set()
+                return
+
+    def _hand_over(self, mc: MultiplexConnection) -> bool:
+        """Give ``mc`` to the first waiter not woken yet; False if there is none."""
+        for turn in self.waiters:
+            if not turn.woken:
+                turn.woken = True
+                turn.conn = mc
+                turn.event.set()
+                return True
+        return False
+
+    def slot_freed(self) -> None:
+        """A stream ended on a connection that still carries others: a multiplexing
+        pool has room for one more (a one-at-a-time pool gets its connection back
+        through :meth:`released`)."""
+        if self.spread:
+            self._wake_one()
 
     async def _open(self) -> MultiplexConnection:
         if self.closed:
@@ -446,20 +637,34 @@ class MultiplexPool(Dialer):
         return event
 
     def released(self, mc: MultiplexConnection) -> None:
-        """``mc`` carries no stream now: a one-stream-at-a-time pool lends it again."""
-        if not self.spread and not mc.closed and (not self.idle or self.idle[-1] is not mc):
-            self.idle.append(mc)
+        """``mc`` carries no stream now: a one-stream-at-a-time pool lends it again,
+        to the first request waiting for a connection if there is one."""
+        if self.spread or mc.closed:
+            if self.waiters:
+                self._wake_one()
+            return
+        idle = self.idle
+        if idle and idle[-1] is mc:
+            return
+        if self.waiters and mc.has_room() and mc not in idle and self._hand_over(mc):
+            return
+        idle.append(mc)
 
     def forget(self, mc: MultiplexConnection) -> None:
         if mc in self.connections:
             self.connections.remove(mc)
         if mc in self.idle:
             self.idle.remove(mc)
+        if self.waiters:
+            self._wake_one()  # room for a new connection
 
     def close(self) -> None:
         self.closed = True
         for mc in list(self.connections):
             mc.close("pool closed")
+        for turn in self.waiters:  # they look again and find the pool closed
+            turn.woken = True
+            turn.event.set()
 
 
 class _Waiter:

@@ -9,8 +9,10 @@ error that lists the known names.
 
 ``CLUSTER_TYPES`` maps a cluster's ``type`` to a function that gives its hosts.
 ``SIMPLE`` uses the configured hosts as they are; ``STRICT_DNS`` does too, since a host
-name is looked up (without blocking) at each connect, which follows DNS changes.  An
-unknown type (MOSN's ``ORIGINAL_DST``, ``EDS``) is an error, not a silent SIMPLE.
+name is looked up (without blocking) at each connect, which follows DNS changes.
+``ORIGINAL_DST`` has none: its balancer, ``LB_ORIGINAL_DST``, makes one per original
+destination (:mod:`mosnpy.upstream.original_dst`).  An unknown type (MOSN's ``EDS``)
+is an error, not a silent SIMPLE.
 """
 
 from __future__ import annotations

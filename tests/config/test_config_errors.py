@@ -217,11 +217,6 @@ CASES: list[tuple[str, Callable[[Doc], object], str]] = [
         f"{L0}.network: network 'udp' is not supported (supported: tcp, tcp4, tcp6, unix)",
     ),
     (
-        "listener type",
-        lambda d: listener(d).update(type="sideways"),
-        f"{L0}.type: expected 'ingress' or 'egress', got 'sideways'",
-    ),
-    (
         "max_connections",
         lambda d: listener(d).update(max_connections=-1),
         f"{L0}.max_connections: must be >= 0, got -1",

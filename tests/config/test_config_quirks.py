@@ -144,7 +144,6 @@ def test_unsupported_keys_warn_with_full_paths() -> None:
         f"disable_upgrade: {IGNORED}",
         f"servers[0].processor: {IGNORED}",
         f"servers[0].listeners[0].access_logs: {IGNORED}",
-        f"servers[0].listeners[0].filter_chains[0].tls_context: {IGNORED}",
         f"servers[0].listeners[0].filter_chains[0].filters[0].config.concurrency_num: {IGNORED}",
         f"{vhost_route}.match.variables: {IGNORED}",
         f"{vhost_route}.route.hash_policy: {IGNORED}",

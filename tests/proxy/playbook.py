@@ -202,6 +202,8 @@ class MemoryConnection:
         self.id = next(self._ids)
         self.remote_address = remote_address
         self.nursery = nursery
+        #: per-connection facts (the proxy reads ``original_dst`` for its balancer)
+        self.values: dict[str, object] = {}
         self.closed = False
         self.write_backlog = 0
         self.last_active = trio.current_time()

@@ -1,4 +1,6 @@
-"""Cluster types: SIMPLE and STRICT_DNS serve; an unknown type is a config error."""
+"""Cluster types: SIMPLE and STRICT_DNS serve; an unknown type is a config error.
+
+ORIGINAL_DST has its own tests (tests/upstream/test_original_dst_cluster.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from tests.support import free_port, start_py_backend
 
 def test_unknown_cluster_type_names_the_key_and_the_known_types() -> None:
     cfg = http_config(free_port(), {"c": ["127.0.0.1:1"]}, [to("c")])
-    cfg["cluster_manager"]["clusters"][0]["type"] = "ORIGINAL_DST"
+    cfg["cluster_manager"]["clusters"][0]["type"] = "EDS"
     with pytest.raises(mosnpy.ConfigError) as info:
         mosnpy.MosnServer(parse_config(cfg))
     assert info.value.path == "cluster_manager.clusters[0].type"

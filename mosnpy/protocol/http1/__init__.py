@@ -61,4 +61,5 @@ HTTP1 = ProtocolDescriptor(
     server_stream_connection=Http1ServerStreamConnection,
     client_stream_connection=Http1ClientStreamConnection,
     family="http",
+    alpn=("http/1.1",),
 )

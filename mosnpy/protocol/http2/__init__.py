@@ -40,4 +40,5 @@ HTTP2 = ProtocolDescriptor(
     server_stream_connection=H2ServerStreamConnection,
     client_stream_connection=H2ClientStreamConnection,
     family="http",
+    alpn=("h2",),
 )
