@@ -22,6 +22,8 @@ Suites and rows:
   ``rpc_load.py provide`` (answers with the real response frame).  Rows: ``direct``,
   ``floor`` (``floors/rpc_floor.py``: ids rewritten on one shared upstream connection),
   ``mosnpy`` (a config whose route matches the ``service`` header).
+* ``mosnpy+log`` (any suite): the ``mosnpy`` row with an access log on its listener
+  (MOSN's default format, to a file in the log directory): its cost, in the same run.
 * ``--baseline PATH`` adds a row ``@NAME`` per suite: mosnpy from another checkout (e.g.
   a ``git worktree`` of an earlier commit), run as ``python -m mosnpy`` with that
   checkout (and its plugins) first on PYTHONPATH.
@@ -68,7 +70,7 @@ ROOT = HERE.parent
 PROXY_CPU, LOAD_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = b"Hello, world!"
-ROW_KINDS = ("direct", "nginx", "floor", "mosnpy")
+ROW_KINDS = ("direct", "nginx", "floor", "mosnpy", "mosnpy+log")
 SUITES = ("http1", "http2", "dubbo", "bolt")
 HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2"}
 NEEDS_H2LOAD = "needs h2load (bash .ci/run installs nghttp2-client)"
@@ -210,8 +212,11 @@ def running(proc: Proc, port: int) -> Iterator[Proc]:
 # ---------------------------------------------------------------- configs
 
 
-def mosnpy_config(port: int, upstream_port: int, protocol: str) -> dict[str, Any]:
-    """One listener, one route, one cluster; RPC routes match on the ``service`` header."""
+def mosnpy_config(
+    port: int, upstream_port: int, protocol: str, access_log: Path | None = None
+) -> dict[str, Any]:
+    """One listener, one route, one cluster; RPC routes match on the ``service`` header;
+    with ``access_log``, the listener logs every request there (MOSN's default format)."""
     if protocol in ("Http1", "Http2"):
         match: dict[str, Any] = {"prefix": "/"}
         listener = f"bench_{protocol.lower()}"
@@ -237,6 +242,7 @@ def mosnpy_config(port: int, upstream_port: int, protocol: str) -> dict[str, Any
                 "listeners": [
                     {
                         "name": listener,
+                        **({"access_logs": [{"log_path": str(access_log)}]} if access_log else {}),
                         "address": f"127.0.0.1:{port}",
                         "bind_port": True,
                         "filter_chains": [
@@ -344,8 +350,10 @@ class Bench:
             argv += ["--listen", str(port), "--upstream", str(upstream_port)]
             return spawn(tag, argv, PROXY_CPU, self.logdir), port
         cfg = self.logdir / f"{tag}.json"
-        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, HTTP_PROTOCOLS.get(suite, suite))))
-        if row == "mosnpy":
+        access_log = self.logdir / f"{tag}.access.log" if row == "mosnpy+log" else None
+        protocol = HTTP_PROTOCOLS.get(suite, suite)
+        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, protocol, access_log)))
+        if row in ("mosnpy", "mosnpy+log"):
             return spawn(tag, [*self.mosnpy_bin, "-c", str(cfg)], PROXY_CPU, self.logdir), port
         checkout = next(p for p in self.args.baseline if f"@{p.name}" == row)
         paths = [str(checkout), *(str(p) for p in sorted((checkout / "plugins").glob("*")) if p.is_dir())]

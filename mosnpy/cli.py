@@ -120,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup.setFormatter(logging.Formatter(log_format))
     logging.getLogger().addHandler(startup)
     logging.getLogger().setLevel(logging.INFO)
-    # SIGHUP means "reload" once serving; until then it must not end the process.
+    # SIGHUP means "reload" and SIGUSR1 "reopen the access logs" once serving; until
+    # then neither may end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     warnings: list[str] = []
     try:
         # Building the proxy in the check reports unknown names (protocols, filters,

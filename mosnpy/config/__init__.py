@@ -18,6 +18,7 @@ from mosnpy.config.engine import DURATION_METADATA
 from mosnpy.config.errors import ConfigError
 from mosnpy.config.loader import load_config, parse_config, read_document
 from mosnpy.config.models import (
+    AccessLogConfig,
     AdminConfig,
     CircuitBreakerConfig,
     ClusterConfig,
@@ -48,6 +49,7 @@ from mosnpy.config.unsupported import UNSUPPORTED_KEYS
 __all__ = [
     "DURATION_METADATA",
     "UNSUPPORTED_KEYS",
+    "AccessLogConfig",
     "AdminConfig",
     "CircuitBreakerConfig",
     "ClusterConfig",

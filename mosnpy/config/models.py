@@ -20,6 +20,7 @@ import attrs
 from mosnpy.config.engine import DURATION_METADATA
 
 __all__ = [
+    "AccessLogConfig",
     "AdminConfig",
     "CircuitBreakerConfig",
     "ClusterConfig",
@@ -111,8 +112,27 @@ class ProxyConfig:
     #: byte has (Envoy's ``request_headers_timeout``): a slowloris client is answered
     #: 408 (HTTP/1) or dropped; 0 turns the bound off
     request_headers_timeout: float = 30.0
+    #: the longest a request body may stall (no piece arriving) before anything was
+    #: answered (Envoy's ``stream_idle_timeout``, for that phase): 408 (HTTP/1) or the
+    #: protocol's error reply; 0 turns the bound off
+    stream_idle_timeout: float = 60.0
     fallback_for_unknown_protocol: bool = False
     extend_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+
+
+@attrs.frozen(kw_only=True)
+class AccessLogConfig:
+    """One of a listener's ``access_logs``: MOSN's ``{"log_path", "log_format"}``.
+
+    ``log_path`` is a file (appended to, its directory created), ``"stdout"`` or
+    ``"stderr"`` (``""``: stdout, as MOSN's logger takes it).  ``log_format`` is text
+    with ``%variable%`` fields (MOSN's names: ``%start_time%``, ``%response_code%``,
+    ``%request_header_X%`` ...); ``""`` is MOSN's default format.  A line is written
+    when each request ends (:mod:`mosnpy.proxy.accesslog`).
+    """
+
+    log_path: str = ""
+    log_format: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +160,8 @@ class ListenerConfig:
     stream_filters: tuple[FilterConfig, ...] = attrs.field(default=(), converter=_tuple)
     connection_idle_timeout: float | None = None
     max_connections: int = 0
+    #: a line per request to each (written by the ``proxy`` filter)
+    access_logs: tuple[AccessLogConfig, ...] = attrs.field(default=(), converter=_tuple)
 
 
 # -- routers --------------------------------------------------------------------------

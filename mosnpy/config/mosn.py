@@ -101,7 +101,7 @@ LEGACY_X = "X"
 DURATION_FIELDS: Mapping[type, frozenset[str]] = {
     ServerConfig: frozenset({"graceful_timeout"}),
     ListenerConfig: frozenset({"connection_idle_timeout"}),
-    ProxyConfig: frozenset({"request_headers_timeout"}),
+    ProxyConfig: frozenset({"request_headers_timeout", "stream_idle_timeout"}),
     RouteActionConfig: frozenset({"timeout"}),
     RetryPolicyConfig: frozenset({"retry_timeout"}),
     ClusterConfig: frozenset({"connect_timeout", "idle_timeout"}),

@@ -37,6 +37,11 @@ def listener_notices(obj: ListenerConfig, path: str) -> Iterator[tuple[str, str]
             join_path(path, "type"),
             f"listener type {obj.type!r} is {_IGNORED} (mosnpy knows 'ingress' and 'egress', as labels)",
         )
+    if obj.access_logs and not any(f.type == "proxy" for c in obj.filter_chains for f in c.filters):
+        yield (
+            join_path(path, "access_logs"),
+            f"{_IGNORED} on a listener without a 'proxy' filter (only the proxy writes access logs)",
+        )
 
 
 def host_notices(obj: HostConfig, path: str) -> Iterator[tuple[str, str]]:

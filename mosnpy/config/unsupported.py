@@ -59,7 +59,7 @@ UNSUPPORTED_KEYS: Final[Mapping[type, frozenset[str]]] = {
     }),
     # servers[].listeners[] (log_path, log_level, disable_conn_io: older MOSN versions)
     ListenerConfig: frozenset({
-        "access_logs", "inspector", "default_read_buffer_size",
+        "inspector", "default_read_buffer_size",
         "per_connection_buffer_limit_bytes", "tunnel_listener", "log_path", "log_level",
         "disable_conn_io",
     }),

@@ -23,8 +23,14 @@ or a socket.
   (an HTTP status page, an xprotocol hijack frame) — into an outbox that
   :meth:`data_to_send` empties, so everything one batch of events produced leaves in
   one write.
-* Timers are the caller's: a stream connection that needs one (heartbeats) says when in
-  :meth:`next_deadline` and is told the time in :meth:`on_timer`.
+* Timers are the caller's: a stream connection that needs one (heartbeats, HTTP/2's
+  flood windows) says when in :meth:`next_deadline` and is told the time in
+  :meth:`on_timer`, on either side.  A head that started arriving and never completes
+  (``receiving_head``) is bounded by the listener, which calls ``head_timeout``.
+* Flow control is neutral: the proxy says when received body bytes were passed on
+  (:meth:`consumed`: HTTP/2 reopens its window; TCP-only protocols do nothing), asks how
+  much waits for the peer's window (:meth:`buffered`), and hears :class:`FlowResumed`
+  when it moves again, so a slow reader slows the writer on the other side.
 
 The layers above import only this module (and :mod:`mosnpy.protocol.headers`,
 :mod:`mosnpy.protocol.registry`): a protocol family is one more pair of stream

@@ -10,6 +10,7 @@ import attrs
 from mosnpy.config.models import ProxyConfig
 from mosnpy.net.stats import Histogram
 from mosnpy.protocol.descriptor import ProtocolDescriptor
+from mosnpy.proxy.accesslog import AccessLog
 from mosnpy.router import RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
 from mosnpy.upstream.cluster import ClusterManager
@@ -31,6 +32,7 @@ class ProxyContext:
         clusters: the cluster manager.
         stream_filters: the listener's stream filter factories, in order.
         listener_name: for logs.
+        access_logs: the listener's access logs (a line each per request).
     """
 
     config: ProxyConfig
@@ -48,6 +50,7 @@ class ProxyContext:
     #: upstream protocols routes name (``route.upstream_protocol``), resolved and
     #: checked convertible when the listener is built
     route_protocols: dict[str, ProtocolDescriptor] = attrs.field(factory=dict)
+    access_logs: tuple[AccessLog, ...] = ()
 
 
 @attrs.define
@@ -65,6 +68,8 @@ class DownstreamStats:
     responses: collections.Counter[int] = attrs.field(factory=collections.Counter)
     #: seconds from a request's head to the end of its exchange (MOSN's request_time)
     request_time: Histogram = attrs.field(factory=Histogram)
+    #: access log lines dropped because their writer's queue was full
+    access_log_dropped: int = 0
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -73,4 +78,5 @@ class DownstreamStats:
             "internal_errors": self.internal_errors,
             "response_total": {str(code): n for code, n in sorted(self.responses.items())},
             "request_time": self.request_time.snapshot(),
+            "access_log_dropped": self.access_log_dropped,
         }

@@ -133,6 +133,12 @@ class DownStream:
         self.phase = Phase.INIT
         self.jumps = 0
         self.completed = False
+        #: for the access log: body bytes from the client and to it, when the upstream's
+        #: response head arrived (kept only with access logs), MOSN's response flags
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.responded_at = 0.0
+        self.response_flags = 0
 
     # -- the machine ---------------------------------------------------------------
 
@@ -254,7 +260,17 @@ class DownStream:
         stats.request_time.observe(now - self.stream.start_time)
         if self.counted is not None and self.sent_at:
             self.counted.request_duration.observe(now - self.sent_at)
+        if self.ctx.access_logs:
+            self._access_log(gone, now)
         self._finish()
+
+    def _access_log(self, gone: bool, now: float) -> None:
+        """Queue this request's line on each of the listener's access logs."""
+        if gone and not self.response_flags & replies.UPSTREAM_FAILURES:
+            self.response_flags |= replies.ResponseFlag.DownStreamTerminate
+        for access_log in self.ctx.access_logs:
+            if not access_log.log(self, now):
+                self.ctx.stats.access_log_dropped += 1
 
     def _finish(self) -> None:
         self._release_upstream()
@@ -512,6 +528,7 @@ class DownStream:
     def _reply(self, reply: replies.Reply) -> Phase:
         s = self.stream
         s.send_local_reply(reply.status, reply.body, reply.headers)
+        self.response_flags |= reply.flag
         # The reply replaces any upstream answer (sender filters may still change it).
         s.response_status = reply.status
         s.response_headers = reply.headers
@@ -522,6 +539,8 @@ class DownStream:
         if s.local_reply is not None:
             s.response_status = s.local_reply.status
             s.response_headers = s.local_reply.headers
+        elif self.ctx.access_logs:
+            self.responded_at = trio.current_time()  # the upstream's head is here
         chain = self.chain
         if not chain.senders:
             return Phase.UP_RECV_HEADER

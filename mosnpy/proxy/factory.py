@@ -27,6 +27,7 @@ from mosnpy.net.filtermanager import FilterManager
 from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.matcher import MatchResult, select
 from mosnpy.protocol.registry import AUTO, known_names, lookup
+from mosnpy.proxy.accesslog import AccessLog
 from mosnpy.proxy.context import ProxyContext
 from mosnpy.proxy.stream_server import StreamServer
 from mosnpy.registry import UnknownNameError
@@ -187,6 +188,9 @@ class BuildContext(Protocol):
     @property
     def path(self) -> str: ...
 
+    @property
+    def access_logs(self) -> Sequence[AccessLog]: ...
+
 
 def create_proxy_filter_factory(config: Mapping[str, Any], build: BuildContext) -> ProxyFilterFactory:
     """The ``proxy`` entry of the network filter registry.
@@ -208,6 +212,7 @@ def create_proxy_filter_factory(config: Mapping[str, Any], build: BuildContext) 
         clusters=build.clusters,
         stream_filters=build.stream_filters,
         listener_name=build.listener_name,
+        access_logs=tuple(build.access_logs),
     )
     try:
         return ProxyFilterFactory(ctx)

@@ -120,6 +120,10 @@ class StreamDownStream(DownStream):
         self.down_unacked = 0
         self.up_unacked = 0
         self._drain_waiting = False
+        #: bounds a request body that stalls before any answer (stream_idle_timeout):
+        #: checked every period against the pieces counted meanwhile
+        self.body_timer: Timer | None = None
+        self.body_pieces = 0
 
     def __repr__(self) -> str:
         return f"<StreamDownStream {self.stream.protocol}#{self.sid} {self.phase.value}>"
@@ -157,6 +161,9 @@ class StreamDownStream(DownStream):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
         # What was received and never passed on still counts against the peers'
         # connection windows: give it back.
         if self.down_unacked:
@@ -252,6 +259,8 @@ class StreamDownStream(DownStream):
             server = self.server
             server.sc.request_body_wanted(self.sid)  # HTTP/1: 100 Continue, if asked
             server.touch()
+            if self.body_timer is None and self.ctx.config.stream_idle_timeout > 0:
+                self._arm_body_timer()
             return None  # park: on_downstream_event forwards the rest as it comes
         return Phase.DOWN_RECV_TRAILER
 
@@ -259,6 +268,26 @@ class StreamDownStream(DownStream):
         self._end_request()
         self._start_timers()
         return Phase.ONEWAY
+
+    def _arm_body_timer(self) -> None:
+        timeout = self.ctx.config.stream_idle_timeout
+        seen = self.body_pieces
+        self.body_timer = self.server.timers().arm(
+            trio.current_time() + timeout, lambda: self._on_body_timer(seen)
+        )
+
+    def _on_body_timer(self, seen: int) -> None:
+        """No body piece for a whole period while nothing was answered: 408."""
+        self.body_timer = None
+        if self.completed or self.request_ended or self.phase is not _DOWN_RECV_DATA:
+            return
+        if self.body_pieces != seen:
+            self._arm_body_timer()  # still moving
+            return
+        log.info("stream %s: request body stalled; answering 408", self.stream.id)
+        self.keep_alive = False
+        self._release_upstream()
+        self._resume(self._reply(replies.Reply(408, "request body not received in time\n")))
 
     def _end_request(self) -> None:
         """Send the request's end upstream (its trailers, or an empty last piece)."""
@@ -296,6 +325,8 @@ class StreamDownStream(DownStream):
         if isinstance(event, DataReceived):
             data = event.data
             if data:
+                self.body_pieces += 1
+                self.bytes_received += len(data)
                 self.down_unacked += len(data)
                 self._keep(data)
                 up = self.upstream
@@ -484,6 +515,7 @@ class StreamDownStream(DownStream):
     def _cut(self, reason: ResetReason) -> None:
         """End a stream whose response already started: reset it downstream."""
         self.stream.reset(reason)
+        self.response_flags |= replies.FLAG_FOR_RESET.get(reason, 0)
         self.keep_alive = False
         self.server.sc.reset(self.sid, reason)
         self.server.touch()
@@ -553,6 +585,7 @@ class StreamDownStream(DownStream):
         sc = self.server.sc
         if isinstance(event, DataReceived):
             sc.send_data(self.sid, event.data, event.end_stream)
+            self.bytes_sent += len(event.data)
             ended = event.end_stream
             if self.up_unacked and not ended:
                 self._ack_up()

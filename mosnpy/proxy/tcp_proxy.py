@@ -87,6 +87,7 @@ from mosnpy.net.connection import Connection, ConnectionClosedError, connect
 from mosnpy.net.events import ConnectionEvent
 from mosnpy.net.filter import FilterStatus, ReadFilter
 from mosnpy.net.filtermanager import FilterManager
+from mosnpy.net.original_dst import ORIGINAL_DST
 from mosnpy.proxy.factory import BuildContext
 from mosnpy.registry import UnknownNameError
 from mosnpy.upstream.cluster import Cluster, ClusterManager
@@ -547,7 +548,11 @@ class TcpProxyFilter:
             log.warning("tcp_proxy: %s; closing %s", exc, down.remote_address)
             return None
         self.cluster = cluster
-        context = LbContext(downstream_address=down.remote_address)
+        dst = down.values.get(ORIGINAL_DST)
+        context = LbContext(
+            downstream_address=down.remote_address,
+            original_destination=dst if isinstance(dst, str) else None,
+        )
         attempts = factory.max_connect_attempts
         tried: list[Host] = []
         for attempt in range(attempts):

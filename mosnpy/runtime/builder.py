@@ -21,6 +21,7 @@ from mosnpy.net.filter import NetworkFilterFactory
 from mosnpy.net.listener import Listener
 from mosnpy.net.registry import LISTENER_FILTERS, NETWORK_FILTERS
 from mosnpy.net.tls import server_context
+from mosnpy.proxy.accesslog import AccessLog, FormatError
 from mosnpy.registry import Registry, UnknownNameError
 from mosnpy.router import Routers, RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
@@ -42,6 +43,7 @@ class _BuildContext:
     stream_filters: Sequence[StreamFilterFactory]
     listener_name: str
     path: str
+    access_logs: Sequence[AccessLog] = ()
 
 
 def build(config: MosnConfig, *, reuse_port: bool = False) -> tuple[ClusterManager, list[Listener]]:
@@ -133,13 +135,21 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
             stream_filters.append(_call_factory(factory_cls, f"{fpath}.config", sf.config))
         except ConfigError as exc:
             errors.append(exc)
+    access_logs: list[AccessLog] = []
+    for i, alc in enumerate(lc.access_logs):
+        try:
+            access_logs.append(AccessLog(alc.log_path, alc.log_format))
+        except FormatError as exc:
+            errors.append(ConfigError(f"{path}.access_logs[{i}].log_format", str(exc)))
     network: list[NetworkFilterFactory] = []
     for ci, chain in enumerate(lc.filter_chains):
         for fi, nf in enumerate(chain.filters):
             fpath = f"{path}.filter_chains[{ci}].filters[{fi}]"
             try:
                 make = _lookup(NETWORK_FILTERS, nf.type, fpath)
-                build = _BuildContext(routers, clusters, tuple(stream_filters), lc.name, fpath)
+                build = _BuildContext(
+                    routers, clusters, tuple(stream_filters), lc.name, fpath, tuple(access_logs)
+                )
                 network.append(_call_factory(make, f"{fpath}.config", nf.config, build))
             except ConfigError as exc:
                 errors.append(exc)

@@ -14,10 +14,17 @@ replaced whole (requests already sent finish on the old ones, which close once i
 every listener kept (same address) keeps its socket and connections and serves the new
 routes, stream filters and clusters from its next request on (its counters carry on),
 listeners new in the file open and listeners gone from it drain.
+
+Access logs (:mod:`mosnpy.proxy.accesslog`): the server opens the files its listeners
+name when it binds and flushes and closes them when it stops; SIGUSR1 reopens them
+(logrotate).  A reload opens the new config's files before it commits (one that cannot
+be opened refuses the reload) and closes those no longer named once the old connections
+have drained; a path named before and after keeps its open file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -34,12 +41,13 @@ from mosnpy.config.errors import ConfigError
 from mosnpy.config.loader import load_config
 from mosnpy.config.models import MosnConfig
 from mosnpy.net.listener import Listener
+from mosnpy.proxy.accesslog import AccessLogWriter, reopen_all
 from mosnpy.proxy.factory import ProxyFilterFactory
 from mosnpy.runtime.builder import build
 from mosnpy.runtime.logctl import current_levels, set_level
 from mosnpy.upstream.cluster import ClusterManager
 
-__all__ = ["BindError", "MosnServer", "run"]
+__all__ = ["AccessLogError", "BindError", "MosnServer", "run"]
 
 log = logging.getLogger("mosnpy")
 
@@ -57,6 +65,19 @@ class BindError(OSError):
 
     def __str__(self) -> str:
         return f"listener {self.listener!r} cannot bind {self.address}: {self.cause}"
+
+
+class AccessLogError(OSError):
+    """An access log file cannot be opened; ``str()`` names the listener and the path."""
+
+    def __init__(self, listener: str, path: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.listener = listener
+        self.path = path
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"listener {self.listener!r} cannot open its access log {self.path}: {self.cause}"
 
 
 class MosnServer:
@@ -102,6 +123,8 @@ class MosnServer:
         self._upstream: trio.Nursery | None = None
         self._serving: trio.Nursery | None = None
         self._cluster_scope: trio.CancelScope | None = None
+        #: the access log writers this server holds open (None: not opened yet)
+        self._log_writers: list[AccessLogWriter] | None = None
 
     @property
     def all_listeners(self) -> list[Listener]:
@@ -146,9 +169,17 @@ class MosnServer:
                 lst.bind()
             except OSError as exc:
                 raise BindError(lst.name, lst.requested_address, exc) from exc
+        if self._log_writers is None:
+            self._log_writers = _open_access_logs(self.listeners)
 
     async def serve(self, *, task_status: trio.TaskStatus[MosnServer] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until :meth:`shutdown`; then drain within ``graceful_timeout``."""
+        """Serve until :meth:`shutdown`; then drain within ``graceful_timeout``.
+
+        Raises:
+            AccessLogError: an access log file cannot be opened.
+        """
+        if self._log_writers is None:
+            self._log_writers = _open_access_logs(self.listeners)
         try:
             async with trio.open_nursery() as upstream:
                 self._upstream = upstream
@@ -169,6 +200,9 @@ class MosnServer:
                 upstream.cancel_scope.cancel()
         finally:
             self.clusters.close()
+            for writer in self._log_writers or ():
+                writer.release()  # flushed and closed by its thread, unless shared
+            self._log_writers = []
             self.state = STATE_STOPPED
             self._stopped.set()
         log.info("stopped")
@@ -218,6 +252,12 @@ class MosnServer:
                         done.stop_accepting()
                     raise ReloadRefused(str(BindError(lst.name, lst.requested_address, exc))) from None
                 opened.append(lst)
+            try:
+                writers = _open_access_logs(listeners)
+            except AccessLogError as exc:
+                for done in opened:
+                    done.stop_accepting()
+                raise ReloadRefused(str(exc)) from None
             # From here on nothing is refused.
             self.state = STATE_RELOADING
             try:
@@ -237,7 +277,8 @@ class MosnServer:
                     self._serving.start_soon(lst.drain, self.graceful_timeout)
                 self.config = config
                 self.graceful_timeout = max((s.graceful_timeout for s in config.servers), default=30.0)
-                self._upstream.start_soon(self._retire, old_clusters, old_scope, removed)
+                old_writers, self._log_writers = self._log_writers or [], writers
+                self._upstream.start_soon(self._retire, old_clusters, old_scope, removed, old_writers)
             finally:
                 if not self._shutdown.is_set():
                     self.state = STATE_RUNNING
@@ -264,18 +305,27 @@ class MosnServer:
         return {"listeners": names, "clusters": sorted(clusters.clusters)}
 
     async def _retire(
-        self, clusters: ClusterManager, scope: trio.CancelScope | None, removed: list[Listener]
+        self,
+        clusters: ClusterManager,
+        scope: trio.CancelScope | None,
+        removed: list[Listener],
+        writers: list[AccessLogWriter],
     ) -> None:
         """Close replaced clusters once their requests are done (and the listeners that
-        still use them have drained), ``graceful_timeout`` at most."""
-        with trio.move_on_after(self.graceful_timeout + 1):
-            while True:
-                busy = any(c.active_requests for c in clusters.clusters.values())
-                if not busy and not any(lst.connections or lst.admitted for lst in removed):
-                    break
-                await trio.sleep(0.05)
-        if scope is not None:
-            scope.cancel()  # _run_clusters closes the pools and stops the health checks
+        still use them have drained), ``graceful_timeout`` at most; then the access logs
+        the old config named (those the new one names too stay open)."""
+        try:
+            with trio.move_on_after(self.graceful_timeout + 1):
+                while True:
+                    busy = any(c.active_requests for c in clusters.clusters.values())
+                    if not busy and not any(lst.connections or lst.admitted for lst in removed):
+                        break
+                    await trio.sleep(0.05)
+            if scope is not None:
+                scope.cancel()  # _run_clusters closes the pools and stops the health checks
+        finally:
+            for writer in writers:
+                writer.release()
 
 
 async def run(
@@ -286,25 +336,30 @@ async def run(
     config_path: str | os.PathLike[str] | None = None,
     control: str | None = None,
 ) -> None:
-    """Build and serve ``config``; with ``handle_signals``, SIGTERM/SIGINT drain it and
-    SIGHUP reloads ``config_path`` (a broken file is logged and changes nothing).
+    """Build and serve ``config``; with ``handle_signals``, SIGTERM/SIGINT drain it,
+    SIGHUP reloads ``config_path`` (a broken file is logged and changes nothing) and
+    SIGUSR1 reopens the access log files (logrotate).
 
     ``reuse_port`` binds listeners with SO_REUSEPORT (one of several worker processes).
     ``control``: a supervised worker's admin socket (see :mod:`mosnpy.runtime.workers`);
     such a worker also drains when its supervisor is gone.
     """
     server = MosnServer(config, reuse_port=reuse_port, config_path=config_path, control=control)
-    server.bind()  # here, so "address in use" surfaces as a plain OSError
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        if control is not None:
-            nursery.start_soon(_watch_parent, server, os.getppid())
-        if handle_signals:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    # Signals are caught before the first port opens: a SIGTERM sent as soon as the
+    # port answers drains instead of killing the process.
+    receiver = (
+        trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        if handle_signals
+        else contextlib.nullcontext(None)
+    )
+    with receiver as signals:
+        server.bind()  # here, so "address in use" surfaces as a plain OSError
+        async with trio.open_nursery() as nursery:
+            if signals is not None:
                 nursery.start_soon(_on_signal, signals, server, nursery)
-                await server.wait_stopped()
-                nursery.cancel_scope.cancel()
-        else:
+            await nursery.start(server.serve)
+            if control is not None:
+                nursery.start_soon(_watch_parent, server, os.getppid())
             await server.wait_stopped()
             nursery.cancel_scope.cancel()
 
@@ -314,6 +369,8 @@ async def _on_signal(signals: AsyncIterator[int], server: MosnServer, nursery: t
         log.info("received %s", signal.Signals(signum).name)
         if signum == signal.SIGHUP:
             nursery.start_soon(_reload_logged, server)
+        elif signum == signal.SIGUSR1:
+            log.info("reopening %d access log file(s)", reopen_all())
         else:
             server.shutdown()
 
@@ -348,6 +405,30 @@ async def _run_clusters(
                 await trio.sleep_forever()
     finally:
         clusters.close()
+
+
+def _open_access_logs(listeners: list[Listener]) -> list[AccessLogWriter]:
+    """Open (retain) the access log writers of ``listeners``' proxy filters, each once.
+
+    Raises:
+        AccessLogError: a file cannot be opened (nothing is left open).
+    """
+    writers: dict[int, tuple[str, AccessLogWriter]] = {}
+    for lst in listeners:
+        for factory in lst.filter_factories:
+            if isinstance(factory, ProxyFilterFactory):
+                for access_log in factory.ctx.access_logs:
+                    writers.setdefault(id(access_log.writer), (lst.name, access_log.writer))
+    opened: list[AccessLogWriter] = []
+    for name, writer in writers.values():
+        try:
+            writer.retain()
+        except OSError as exc:
+            for done in opened:
+                done.release()
+            raise AccessLogError(name, writer.path, exc) from exc
+        opened.append(writer)
+    return opened
 
 
 def _carry_cluster_stats(old: ClusterManager, new: ClusterManager) -> None:

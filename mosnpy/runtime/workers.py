@@ -21,8 +21,9 @@ what there is one of:
   0 only if no worker ever failed (died, or did not exit 0 when asked to stop).
 
 SIGHUP (or ``POST /api/v1/reload``) re-reads the file: checked in full here first (a
-broken file is logged and changes nothing), then every worker reloads it.  Only
-processes the supervisor started are signalled, by their pid.
+broken file is logged and changes nothing), then every worker reloads it.  SIGUSR1 is
+passed on to every worker: each reopens its access log files (the workers append to the
+same files).  Only processes the supervisor started are signalled, by their pid.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ class Supervisor:
             async with trio.open_nursery() as outer:
                 if self.admin is not None:
                     await outer.start(self.admin.listener.serve)
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                with trio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
+                ) as signals:
                     async with trio.open_nursery() as nursery:
                         for slot in self.slots:
                             nursery.start_soon(self._run_slot, slot)
@@ -157,6 +160,9 @@ class Supervisor:
                             log.info("received %s", signal.Signals(signum).name)
                             if signum == signal.SIGHUP:
                                 nursery.start_soon(self._reload_logged)
+                                continue
+                            if signum == signal.SIGUSR1:
+                                self._signal_workers(signal.SIGUSR1)  # each reopens its access logs
                                 continue
                             break
                         self.state = STATE_GRACEFUL_STOPPING
@@ -209,6 +215,13 @@ class Supervisor:
             )
             with trio.move_on_after(pause):
                 await self.stopping.wait()
+
+    def _signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every worker process running now (by its pid)."""
+        for slot in self.slots:
+            proc = slot.proc
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signum)
 
     async def _probe(self, slot: _Slot) -> None:
         """Set ``slot.ready`` once the worker answers on its control socket."""

@@ -269,6 +269,16 @@ def test_notices_name_each_value_without_effect() -> None:
     assert all(IGNORED in w or ": ignored: " in w for w in warnings if w not in never), warnings
 
 
+def test_access_logs_without_a_proxy_filter_are_named() -> None:
+    access_logs = [{"log_path": "stdout"}]
+    assert load(doc(listener={"access_logs": access_logs}))[1] == []
+    tcp = {"type": "tcp_proxy", "config": {"cluster": "c"}}
+    _, warnings = load(doc(listener={"access_logs": access_logs, "filter_chains": [{"filters": [tcp]}]}))
+    assert warnings == [
+        f"{L0}.access_logs: {IGNORED} on a listener without a 'proxy' filter (only the proxy writes access logs)"
+    ]
+
+
 def test_bind_port_false_is_quiet_when_a_listener_hands_connections_over() -> None:
     data = doc(listener={"bind_port": False})
     outbound = dict(data["servers"][0]["listeners"][0], name="out", bind_port=True, use_original_dst=True)
@@ -318,7 +328,9 @@ EFFECT: dict[type, dict[str, str]] = {
         "max_connections": "runtime/builder.py",
         "bind_port": "runtime/builder.py",
         "use_original_dst": "runtime/builder.py",
+        "access_logs": "runtime/builder.py",  # with a proxy filter; without: notice
     },
+    m.AccessLogConfig: {"log_path": "runtime/builder.py", "log_format": "runtime/builder.py"},
     m.FilterConfig: {"type": "runtime/builder.py", "config": "runtime/builder.py"},
     m.FilterChainConfig: {
         "filters": "runtime/builder.py",
@@ -345,6 +357,7 @@ EFFECT: dict[type, dict[str, str]] = {
         "upstream_protocol": "proxy/factory.py",
         "router_config_name": "proxy/factory.py",
         "request_headers_timeout": "proxy/stream_server.py",
+        "stream_idle_timeout": "proxy/stream_downstream.py",
         "extend_config": "proxy/factory.py",
     },
     m.RouterConfig: {

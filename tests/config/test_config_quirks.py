@@ -104,7 +104,7 @@ def test_unsupported_keys_warn_with_full_paths() -> None:
                     {
                         "name": "l",
                         "address": "127.0.0.1:0",
-                        "access_logs": [{"log_path": "./access.log"}],
+                        "inspector": True,
                         "filter_chains": [
                             {
                                 "tls_context": {},
@@ -143,7 +143,7 @@ def test_unsupported_keys_warn_with_full_paths() -> None:
         f"tracing: {IGNORED}",
         f"disable_upgrade: {IGNORED}",
         f"servers[0].processor: {IGNORED}",
-        f"servers[0].listeners[0].access_logs: {IGNORED}",
+        f"servers[0].listeners[0].inspector: {IGNORED}",
         f"servers[0].listeners[0].filter_chains[0].filters[0].config.concurrency_num: {IGNORED}",
         f"{vhost_route}.match.variables: {IGNORED}",
         f"{vhost_route}.route.hash_policy: {IGNORED}",

@@ -77,7 +77,6 @@ UNSUPPORTED: dict[str, list[str]] = {
         f"{CM_ROUTE}.cluster_name",
         f"{L0}.log_path",
         f"{L0}.log_level",
-        f"{L0}.access_logs",
         f"{C0}.health_check.check_path",
         f"{C0}.hosts[0].hostname",
         f"{C0}.hosts[0].metadata",

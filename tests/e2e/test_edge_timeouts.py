@@ -7,6 +7,7 @@ its HTTP routes are direct responses, so no backend takes part.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from tests.support.procs import free_port, run_mosnpy
 pytestmark = pytest.mark.timeout(60)
 
 HEAD_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
 
 
 def _listener(name: str, port: int, protocol: str) -> dict[str, Any]:
@@ -34,6 +36,7 @@ def _listener(name: str, port: int, protocol: str) -> dict[str, Any]:
                             "downstream_protocol": protocol,
                             "router_config_name": "r",
                             "request_headers_timeout": f"{HEAD_TIMEOUT:g}s",
+                            "stream_idle_timeout": f"{BODY_TIMEOUT:g}s",
                         },
                     }
                 ]
@@ -42,7 +45,7 @@ def _listener(name: str, port: int, protocol: str) -> dict[str, Any]:
     }
 
 
-def _config(http: int, toy: int) -> dict[str, Any]:
+def _config(http: int, toy: int, sink: int = 1) -> dict[str, Any]:
     return {
         "servers": [
             {
@@ -56,9 +59,13 @@ def _config(http: int, toy: int) -> dict[str, Any]:
                                 "domains": ["*"],
                                 "routers": [
                                     {
+                                        "match": {"prefix": "/upload"},
+                                        "route": {"cluster_name": "sink", "timeout": "20s"},
+                                    },
+                                    {
                                         "match": {"prefix": "/"},
                                         "direct_response": {"status": 200, "body": "ok\n"},
-                                    }
+                                    },
                                 ],
                             }
                         ],
@@ -67,7 +74,16 @@ def _config(http: int, toy: int) -> dict[str, Any]:
                 "listeners": [_listener("http", http, "Http1"), _listener("toy", toy, "toy")],
             }
         ],
-        "cluster_manager": {"clusters": []},
+        "cluster_manager": {
+            "clusters": [
+                {
+                    "name": "sink",
+                    "type": "SIMPLE",
+                    "lb_type": "LB_ROUNDROBIN",
+                    "hosts": [{"address": f"127.0.0.1:{sink}"}],
+                }
+            ]
+        },
     }
 
 
@@ -175,3 +191,41 @@ async def test_an_rpc_frame_that_never_completes_is_dropped_at_the_bound() -> No
             assert sock.recv(100) == b""
             took = time.monotonic() - start
         assert HEAD_TIMEOUT * 0.8 <= took < HEAD_TIMEOUT + 2.0
+
+
+async def test_a_request_body_that_stalls_is_answered_408_at_the_bound() -> None:
+    """The head and part of the body go upstream; then the client stops sending.  A
+    body that keeps moving, however slowly, is not cut."""
+    received: list[bytes] = []
+
+    async def sink(stream: trio.SocketStream) -> None:  # reads whatever comes, never answers
+        async with stream:
+            try:
+                while data := await stream.receive_some(65536):
+                    received.append(data)
+            except trio.BrokenResourceError:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, sink, 0, host="127.0.0.1"))
+        sink_port = listeners[0].socket.getsockname()[1]
+        http, toy = free_port(), free_port()
+        with run_mosnpy(_config(http, toy, sink_port), ready_port=http):
+            head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n"
+            stalled = await trio.open_tcp_stream("127.0.0.1", http)
+            slow = await trio.open_tcp_stream("127.0.0.1", http)
+            async with stalled, slow:
+                await stalled.send_all(head + b"x" * 10)
+                await slow.send_all(head + b"y" * 10)
+                start = trio.current_time()
+                with trio.move_on_after(BODY_TIMEOUT * 2.5):
+                    while True:  # the slow one sends a byte every 0.3 s meanwhile
+                        await trio.sleep(0.3)
+                        await slow.send_all(b"y")
+                took, said = await _closed_within(stalled, 1)
+                took = trio.current_time() - start
+                assert said.startswith(b"HTTP/1.1 408 "), said
+                assert BODY_TIMEOUT * 0.8 <= took < BODY_TIMEOUT * 2.5 + 1
+                await slow.send_all(b"y")  # still open: not cut while it moves
+        nursery.cancel_scope.cancel()
+    assert b"".join(received).count(b"POST /upload") == 2

@@ -84,6 +84,14 @@ def edge_proxy(grpc_address: str) -> mosnpy.ProxyBuilder:
         .cluster("dead", [f"127.0.0.1:{free_port()}"], connect_timeout=1)
         .route(prefix=f"/{SERVICE}/", headers={"x-route": "slow"}, cluster="echo", timeout=SLOW_ROUTE_TIMEOUT)
         .route(prefix=f"/{SERVICE}/", headers={"x-route": "tight"}, cluster="tight", timeout=20)
+        .route(
+            prefix=f"/{SERVICE}/",
+            headers={"x-route": "retry"},
+            cluster="echo",
+            timeout=20,
+            retries=2,
+            retry_on_status=[503],
+        )
         .route(prefix=f"/{SERVICE}/", cluster="echo", timeout=20)
         .route(prefix="/mosnpy.test.Dead/", cluster="dead", timeout=5)
         .listener("grpc", "127.0.0.1:0", protocol="Http2")
@@ -358,3 +366,34 @@ async def test_overflow_is_resource_exhausted(client: EchoClient, server: GrpcSe
     assert len(server.received_metadata) == 1  # the second call never reached the server
     # the slot is free again
     assert await blocking(client.unary, b"third", tight, 10) == b"third"
+
+
+# -- retries on grpc-status ---------------------------------------------------------------
+
+
+async def test_unavailable_is_retried_by_the_route_policy(client: EchoClient, server: GrpcServer) -> None:
+    """A trailers-only UNAVAILABLE maps to 503, which the route retries: the caller
+    sees the second attempt's answer."""
+    retry = (("x-route", "retry"),)
+    assert await blocking(client.unary, b"flaky:once:1", retry, 10) == b"flaky:once:1"
+    assert server.flaky_calls == {"once": 2}
+
+
+async def test_retries_stop_at_num_retries_and_the_last_answer_goes_through(
+    client: EchoClient, server: GrpcServer
+) -> None:
+    retry = (("x-route", "retry"),)
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(client.unary, b"flaky:always:9", retry, 10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "flaky always: call 3 fails"
+    assert server.flaky_calls == {"always": 3}  # the first try and two retries
+
+
+async def test_without_a_retry_policy_unavailable_goes_straight_back(
+    client: EchoClient, server: GrpcServer
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(client.unary, b"flaky:plain:1", (), 10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.flaky_calls == {"plain": 1}

@@ -9,7 +9,9 @@ Service ``mosnpy.test.Echo``:
 * ``Unary`` (unary-unary) echoes the request.  ``b"fail:<CODE>[:<details>]"`` fails
   with that status and a ``grpc-status-details-bin`` trailer (see
   :func:`status_details_bin`); ``b"sleep:<seconds>"`` waits before answering (for
-  deadline tests).  Client metadata whose key starts with ``x-echo-`` comes back as
+  deadline tests); ``b"flaky:<key>:<n>"`` fails with ``UNAVAILABLE`` the first ``n``
+  times a key is asked, then echoes (for retry tests; :attr:`GrpcServer.flaky_calls`
+  counts the calls per key).  Client metadata whose key starts with ``x-echo-`` comes back as
   initial metadata, and a successful call always ends with the trailer
   ``x-trailer: done``.
 * ``ServerStream`` (unary-stream): ``b"<n>:<size>"`` answers with ``n`` messages of
@@ -163,6 +165,9 @@ class GrpcServer:
         self.time_remaining: list[float | None] = []
         #: per call, in arrival order: the invocation metadata the handler saw
         self.received_metadata: list[tuple[tuple[str, str | bytes], ...]] = []
+        #: ``flaky:<key>:<n>`` calls seen per key
+        self.flaky_calls: dict[str, int] = {}
+        self._flaky_lock = threading.Lock()
         self._started = False
 
     def start(self) -> GrpcServer:
@@ -217,6 +222,12 @@ class GrpcServer:
             # END_STREAM holding :status, grpc-status, grpc-message and the details-bin.
             _, code_name, *rest = request.decode("utf-8", "replace").split(":", 2)
             self._abort(context, code_name, rest[0] if rest else "")
+        if request.startswith(b"flaky:"):
+            _, key, times = request.decode().split(":", 2)
+            with self._flaky_lock:
+                seen = self.flaky_calls[key] = self.flaky_calls.get(key, 0) + 1
+            if seen <= int(times):
+                self._abort(context, "UNAVAILABLE", f"flaky {key}: call {seen} fails")
         if request.startswith(b"sleep:"):
             seconds = float(request[len(b"sleep:") :].split(b":", 1)[0])
             finished = threading.Event()
