@@ -1,7 +1,7 @@
 """mosnpy against the cheapest trio proxy doing the same job: every row, one run, one table.
 
     .venv/bin/python benchmarks/compare.py [--reps 3] [--duration 8] [--rows direct,nginx,floor,mosnpy]
-                                           [--suites http1,http2,dubbo,bolt] [--baseline OTHER_CHECKOUT]
+                                           [--suites http1,http2,dubbo,bolt,tls] [--baseline OTHER_CHECKOUT]
 
 Suites and rows:
 
@@ -22,6 +22,15 @@ Suites and rows:
   ``rpc_load.py provide`` (answers with the real response frame).  Rows: ``direct``,
   ``floor`` (``floors/rpc_floor.py``: ids rewritten on one shared upstream connection),
   ``mosnpy`` (a config whose route matches the ``service`` header).
+* ``tls``: TLS-terminating HTTP/1 in front of the ``http1`` backend, with a certificate for
+  127.0.0.1 from a throwaway CA made at run start (``trustme``, PEMs in the log
+  directory).  Two runs per row: ``wrk -t1 -c50`` over https with keep-alive (CPU µs per
+  request), then with ``Connection: close`` (line ``ROW hs``: one new connection and TLS
+  handshake per request, so req/s = handshakes/s, and CPU µs per handshake+request; wrk
+  keeps its session across reconnects, so these are resumed TLS 1.2 handshakes on both
+  rows).  Rows: ``nginx`` (``listen ... ssl``, 1 worker, keep-alive upstream), ``mosnpy``
+  (the http1 config plus ``tls_context`` on the filter chain).  No ``floor`` (there is
+  no TLS floor) and no ``direct`` row.
 * ``mosnpy+log`` (any suite): the ``mosnpy`` row with an access log on its listener
   (MOSN's default format, to a file in the log directory): its cost, in the same run.
 * ``--baseline PATH`` adds a row ``@NAME`` per suite: mosnpy from another checkout (e.g.
@@ -54,6 +63,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -71,8 +81,8 @@ PROXY_CPU, LOAD_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = b"Hello, world!"
 ROW_KINDS = ("direct", "nginx", "floor", "mosnpy", "mosnpy+log")
-SUITES = ("http1", "http2", "dubbo", "bolt")
-HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2"}
+SUITES = ("http1", "http2", "dubbo", "bolt", "tls")
+HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2", "tls": "Http1"}
 NEEDS_H2LOAD = "needs h2load (bash .ci/run installs nghttp2-client)"
 START_TIMEOUT = 20.0
 
@@ -213,10 +223,20 @@ def running(proc: Proc, port: int) -> Iterator[Proc]:
 
 
 def mosnpy_config(
-    port: int, upstream_port: int, protocol: str, access_log: Path | None = None
+    port: int,
+    upstream_port: int,
+    protocol: str,
+    access_log: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """One listener, one route, one cluster; RPC routes match on the ``service`` header;
-    with ``access_log``, the listener logs every request there (MOSN's default format)."""
+    with ``access_log``, the listener logs every request there (MOSN's default format);
+    with ``tls`` (certificate chain, key), the listener terminates TLS (MOSN's ``tls_context``)."""
+    tls_context = (
+        {"tls_context": {"status": True, "cert_chain": str(tls[0]), "private_key": str(tls[1])}}
+        if tls
+        else {}
+    )
     if protocol in ("Http1", "Http2"):
         match: dict[str, Any] = {"prefix": "/"}
         listener = f"bench_{protocol.lower()}"
@@ -247,6 +267,7 @@ def mosnpy_config(
                         "bind_port": True,
                         "filter_chains": [
                             {
+                                **tls_context,
                                 "filters": [
                                     {
                                         "type": "proxy",
@@ -255,7 +276,7 @@ def mosnpy_config(
                                             "router_config_name": "bench",
                                         },
                                     }
-                                ]
+                                ],
                             }
                         ],
                     }
@@ -276,10 +297,17 @@ def mosnpy_config(
     }
 
 
-def nginx_config(prefix: Path, port: int, upstream_port: int | None, http2: bool = False) -> Path:
+def nginx_config(
+    prefix: Path,
+    port: int,
+    upstream_port: int | None,
+    http2: bool = False,
+    tls: tuple[Path, Path] | None = None,
+) -> Path:
     """nginx: the backend (fixed 13-byte body) or, with ``upstream_port``, a reverse proxy;
     ``http2``: the backend speaks h2c (prior knowledge), with sendfile off (nginx 1.22 with
-    sendfile delays answers on reused h2 connections by ~40 ms)."""
+    sendfile delays answers on reused h2 connections by ~40 ms); ``tls`` (certificate
+    chain, key): the listener terminates TLS (``listen ... ssl``)."""
     prefix.mkdir(parents=True, exist_ok=True)
     if upstream_port is None:
         upstream = ""
@@ -293,6 +321,7 @@ def nginx_config(prefix: Path, port: int, upstream_port: int | None, http2: bool
     temp = " ".join(
         f"{kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    ssl_conf = f" ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
     conf = prefix / "nginx.conf"
     conf.write_text(
         f"""daemon off; master_process off; worker_processes 1;
@@ -302,7 +331,7 @@ http {{
   access_log off; {temp}
   keepalive_timeout 65s; keepalive_requests 1000000;{" sendfile off;" if http2 else ""}
   {upstream}
-  server {{ listen 127.0.0.1:{port}{" http2" if http2 else ""} backlog=4096; {location} }}
+  server {{ listen 127.0.0.1:{port}{" http2" if http2 else ""}{" ssl" if tls else ""} backlog=4096;{ssl_conf} {location} }}
 }}
 """
     )
@@ -320,10 +349,38 @@ class Bench:
     nginx: str | None
     results: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
     failures: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    pems: dict[str, Path] = field(default_factory=dict)
 
     def rows(self, suite: str) -> list[str]:
-        rows = [r for r in self.args.rows if r != "nginx" or suite == "http1"]
+        if suite == "tls":  # no TLS floor; direct would be the plain backend, not comparable
+            rows = [r for r in self.args.rows if r not in ("direct", "floor")]
+        else:
+            rows = [r for r in self.args.rows if r != "nginx" or suite == "http1"]
         return rows + [f"@{path.name}" for path in self.args.baseline]
+
+    def certs(self) -> tuple[Path, Path]:
+        """A throwaway CA and a certificate for 127.0.0.1, made once per run with ``trustme``,
+        written as PEM files into the log directory: (certificate chain, key)."""
+        if not self.pems:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            self.pems = {
+                "ca": self.logdir / "tls-ca.pem",
+                "chain": self.logdir / "tls-cert.pem",
+                "key": self.logdir / "tls-key.pem",
+            }
+            ca.cert_pem.write_to_path(str(self.pems["ca"]))
+            cert.private_key_pem.write_to_path(str(self.pems["key"]))
+            for blob in cert.cert_chain_pems:
+                blob.write_to_path(str(self.pems["chain"]), append=True)
+        return self.pems["chain"], self.pems["key"]
+
+    def client_tls(self) -> ssl.SSLContext:
+        """A client context that trusts only this run's throwaway CA."""
+        self.certs()
+        return ssl.create_default_context(cafile=str(self.pems["ca"]))
 
     def proxy(self, suite: str, row: str, upstream_port: int) -> tuple[Proc, int] | None:
         """Start the proxy of ``row`` in front of ``upstream_port``: (process, port), or
@@ -332,12 +389,13 @@ class Bench:
             return None
         port = free_port()
         tag = f"{suite}-{row.lstrip('@')}-{port}"
+        tls = self.certs() if suite == "tls" else None
         if row == "nginx":
-            if suite != "http1":
+            if suite not in ("http1", "tls"):
                 raise RowFailed("nginx row is HTTP/1 only")
             if self.nginx is None:
                 raise RowFailed("nginx is not installed")
-            conf = nginx_config(self.logdir / tag, port, upstream_port)
+            conf = nginx_config(self.logdir / tag, port, upstream_port, tls=tls)
             argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
             return spawn(tag, argv, PROXY_CPU, self.logdir), port
         if row == "floor":
@@ -352,7 +410,7 @@ class Bench:
         cfg = self.logdir / f"{tag}.json"
         access_log = self.logdir / f"{tag}.access.log" if row == "mosnpy+log" else None
         protocol = HTTP_PROTOCOLS.get(suite, suite)
-        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, protocol, access_log)))
+        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, protocol, access_log, tls)))
         if row in ("mosnpy", "mosnpy+log"):
             return spawn(tag, [*self.mosnpy_bin, "-c", str(cfg)], PROXY_CPU, self.logdir), port
         checkout = next(p for p in self.args.baseline if f"@{p.name}" == row)
@@ -374,6 +432,9 @@ class Bench:
             if suite == "http1":
                 check_http(port)
                 run_wrk(port, 1, self.args.connections)  # warm-up
+            elif suite == "tls":
+                check_http(port, self.client_tls())
+                run_wrk(port, 1, self.args.connections, https=True)  # warm-up
             elif suite == "http2":
                 check_h2(port)
                 run_h2load(port, 2, self.args.connections, self.args.streams)  # warm-up
@@ -382,8 +443,8 @@ class Bench:
                 if warm["errors"] or not warm["calls"]:
                     raise RowFailed(f"checked warm-up run failed: {warm}")
             before = cpu_seconds(proc) if proc else 0.0
-            if suite == "http1":
-                out = run_wrk(port, self.args.duration, self.args.connections)
+            if suite in ("http1", "tls"):
+                out = run_wrk(port, self.args.duration, self.args.connections, https=suite == "tls")
                 done, rate, errors = out["requests"], out["rps"], out["errors"]
             elif suite == "http2":
                 out = run_h2load(port, self.args.duration, self.args.connections, self.args.streams)
@@ -396,12 +457,20 @@ class Bench:
                 if proc.popen.poll() is not None:
                     raise RowFailed(f"{proc.name} died during the run:\n{proc.tail()}")
                 result["cpu_us"] = (cpu_seconds(proc) - before) / max(done, 1) * 1e6
+            if suite == "tls":  # second run: a new connection, so a (resumed) handshake, per request
+                before = cpu_seconds(proc) if proc else 0.0
+                out = run_wrk(port, self.args.duration, self.args.connections, https=True, close=True)
+                result["hs_rate"], result["hs_errors"] = out["rps"], out["errors"]
+                if proc is not None:
+                    if proc.popen.poll() is not None:
+                        raise RowFailed(f"{proc.name} died during the handshake run:\n{proc.tail()}")
+                    result["hs_cpu_us"] = (cpu_seconds(proc) - before) / max(out["requests"], 1) * 1e6
             return result
 
     def run_suite(self, suite: str, rep: int) -> None:
         with ExitStack() as stack:
             port = free_port()
-            if suite == "http1":
+            if suite in ("http1", "tls"):
                 if self.nginx is None or not find_tool("wrk"):
                     for row in self.rows(suite):
                         self.failures.setdefault((suite, row), []).append(
@@ -441,8 +510,12 @@ class Bench:
                     continue
                 self.results.setdefault(key, []).append(result)
                 cpu = f"{result['cpu_us']:.1f} µs/req" if "cpu_us" in result else "-"
+                hs = ""
+                if "hs_rate" in result:
+                    hs_cpu = f"{result['hs_cpu_us']:.1f} µs/hs" if "hs_cpu_us" in result else "-"
+                    hs = f"; {result['hs_rate']:.0f} handshakes/s  {hs_cpu}  errors {result['hs_errors']:.0f}"
                 print(
-                    f"{label} {result['rate']:10.0f}/s  {cpu:>14}  errors {result['errors']:.0f}",
+                    f"{label} {result['rate']:10.0f}/s  {cpu:>14}  errors {result['errors']:.0f}{hs}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -454,7 +527,15 @@ class Bench:
         lines = [
             f"\nproxy on CPU {PROXY_CPU}, backend and load on CPU {LOAD_CPU}; medians of {a.reps} rep(s) "
             f"x {a.duration} s; http1: wrk -t1 -c{a.connections}; http2: h2load -t1 -c{a.connections} -m{a.streams}; "
-            f"rpc: {a.conns} conns x {a.inflight} in flight",
+            f"rpc: {a.conns} conns x {a.inflight} in flight"
+            + (
+                f"\ntls: wrk -t1 -c{a.connections} over https (keep-alive) to TLS-terminating proxies in front of "
+                "the http1 backend; 'ROW hs' lines: the same with Connection: close, so req/s = TLS "
+                "handshakes/s (resumed: wrk reuses its session) and CPU µs per handshake+request; "
+                "no floor row (no TLS floor), no direct row"
+                if "tls" in a.suites
+                else ""
+            ),
             f"{'suite':6} {'row':14} {'req/s':>9} {'CPU µs/req':>11} {'errors':>7} {'CPU x floor':>12} {'rate / floor':>13}",
         ]
         for suite in a.suites:
@@ -477,6 +558,13 @@ class Bench:
                 lines.append(
                     f"{suite:6} {row:14} {med['rate']:9.0f} {cpu:>11} {errors:7.0f} {cpu_ratio:>12} {rate_ratio:>13}"
                 )
+                if "hs_rate" in med:
+                    hs_errors = sum(r.get("hs_errors", 0.0) for r in self.results[key])
+                    hs_cpu = f"{med['hs_cpu_us']:.1f}" if "hs_cpu_us" in med else "-"
+                    hs_row = f"{row} hs"
+                    lines.append(
+                        f"{suite:6} {hs_row:14} {med['hs_rate']:9.0f} {hs_cpu:>11} {hs_errors:7.0f} {'-':>12} {'-':>13}"
+                    )
         for (suite, row), whys in self.failures.items():
             if (suite, row) in self.results:
                 lines.append(f"note: {suite} {row} failed in {len(whys)} rep(s): {whys[-1][:90]}")
@@ -493,9 +581,11 @@ class Bench:
 # ---------------------------------------------------------------- load
 
 
-def check_http(port: int) -> None:
-    """One GET through the proxy: status 200 and the backend's body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+def check_http(port: int, tls: ssl.SSLContext | None = None) -> None:
+    """One GET through the proxy (over TLS with ``tls``, the certificate verified): status
+    200 and the backend's body."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
         data = b""
         while b"\r\n\r\n" not in data or not data.endswith(BODY):
@@ -507,8 +597,17 @@ def check_http(port: int) -> None:
         raise RowFailed(f"GET / through the proxy answered {data[:200]!r}")
 
 
-def run_wrk(port: int, duration: float, connections: int) -> dict[str, float]:
-    cmd = [*pinned(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"http://127.0.0.1:{port}/"]
+def run_wrk(
+    port: int, duration: float, connections: int, https: bool = False, close: bool = False
+) -> dict[str, float]:
+    """wrk against ``port``; ``https``: over TLS; ``close``: ``Connection: close``, one
+    connection (and, over TLS, one handshake) per request.  wrk keeps its TLS session
+    across reconnects, so those handshakes are resumed ones (TLS 1.2, session ticket)
+    when the server allows it (nginx and mosnpy do by default)."""
+    url = f"{'https' if https else 'http'}://127.0.0.1:{port}/"
+    cmd = [*pinned(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url]
+    if close:
+        cmd[-1:-1] = ["-H", "Connection: close"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
     requests = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

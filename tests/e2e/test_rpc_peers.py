@@ -223,3 +223,39 @@ def test_one_auto_port_serves_http1_dubbo_and_bolt(py_backend: Any) -> None:
             assert_all_ok(run_consumer("dubbo", port, calls=50, concurrency=10), 50)
             assert_all_ok(run_consumer("bolt", port, calls=50, concurrency=10), 50)
             assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "backend default\n"
+
+
+def tcp_proxy_config(port: int, upstream: str) -> dict[str, Any]:
+    """A listener whose only filter is ``tcp_proxy``: the RPC bytes pass untouched."""
+    return {
+        "servers": [
+            {
+                "default_log_level": "INFO",
+                "graceful_timeout": "2s",
+                "listeners": [
+                    {
+                        "name": "tcp",
+                        "address": f"127.0.0.1:{port}",
+                        "filter_chains": [
+                            {"filters": [{"type": "tcp_proxy", "config": {"cluster": "upstream"}}]}
+                        ],
+                    }
+                ],
+            }
+        ],
+        "cluster_manager": {
+            "clusters": [{"name": "upstream", "connect_timeout": "1s", "hosts": [{"address": upstream}]}]
+        },
+    }
+
+
+@pytest.mark.parametrize("consumer", ["dubbo", "bolt"])
+def test_calls_through_a_tcp_proxy_listener(consumer: str) -> None:
+    """MOSN's L4 mode: the real peers' frames (heartbeats included) relayed byte for byte."""
+    with provider(PROVIDER_FOR[consumer]) as prov:
+        port = free_port()
+        with run_mosnpy(tcp_proxy_config(port, f"127.0.0.1:{prov.port}"), ready_port=port):
+            assert_all_ok(run_consumer(consumer, port), 1)
+            many = run_consumer(consumer, port, calls=100, concurrency=10)
+            assert_all_ok(many, 100)
+            assert_all_ok(run_consumer(consumer, port, calls=2, payload_bytes=1 << 20), 2)

@@ -9,6 +9,7 @@ backend, and a grpcio server.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import ssl
 import subprocess
@@ -358,3 +359,57 @@ def test_grpc_over_tls_through_mosnpy(certs: Certs) -> None:
             with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
                 call = channel.unary_unary(UNARY)
                 assert call(b"over tls" * 1000, timeout=10) == b"over tls" * 1000
+
+
+# -- a real backend behind the TLS listener ----------------------------------------------------
+
+
+def test_curl_httpx_and_openssl_reach_nginx_through_the_tls_listener(
+    certs: Certs, nginx_backend: Any
+) -> None:
+    """TLS ends at mosnpy; nginx (HTTP/1, plaintext) answers behind it, whatever the
+    client negotiated (HTTP/1.1 or HTTP/2 by ALPN)."""
+    port = free_port()
+    cluster = {
+        "name": "nginx",
+        "type": "SIMPLE",
+        "lb_type": "LB_ROUNDROBIN",
+        "hosts": [{"address": f"127.0.0.1:{nginx_backend.port}"}],
+    }
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster_name": "nginx", "timeout": "10s"}}]
+    listener = _listener(
+        port,
+        {"tls_context": _server_tls(certs, alpn="h2,http/1.1")},
+        "Http1,Http2",
+        upstream_protocol="Http1",
+    )
+    index = nginx_backend.index_body.decode()
+    with run_mosnpy(_config([listener], [cluster], routes), ready_port=port):
+        for version in ("--http1.1", "--http2"):
+            done = _curl("--cacert", certs.ca_pem, version, f"https://127.0.0.1:{port}/")
+            assert (done.returncode, done.stdout) == (0, index), (version, done.stderr)
+        context = ssl.create_default_context(cafile=certs.ca_pem)
+        with httpx.Client(verify=context, http2=True) as client:
+            big = client.get(f"https://127.0.0.1:{port}/big")
+        assert big.http_version == "HTTP/2"
+        assert hashlib.sha256(big.content).hexdigest() == nginx_backend.big_sha256
+        if OPENSSL:
+            out = subprocess.run(
+                [
+                    OPENSSL,
+                    "s_client",
+                    "-connect",
+                    f"127.0.0.1:{port}",
+                    "-CAfile",
+                    certs.ca_pem,
+                    "-alpn",
+                    "http/1.1",
+                    "-ign_eof",
+                ],
+                input="GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout
+            assert "ALPN protocol: http/1.1" in out
+            assert index in out
