@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -287,6 +288,19 @@ def test_refused(data: bytes, status: int) -> None:
             codec.receive_data(b"")
         assert info.value.status == status
         assert not isinstance(info.value, Http1ConnectionClosed)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_long_run_of_random_bytes_is_a_bad_request_not_an_oversized_head(seed: int) -> None:
+    """100 kB that are not HTTP at all: 400 (llhttp refuses them), in one piece or in
+    8 kB pieces, never 431 (which would say a legitimate head was merely too big)."""
+    data = random.Random(seed).randbytes(100_000)
+    for size in (len(data), 8192):
+        codec = Http1ServerCodec()
+        with pytest.raises(Http1Error) as info:
+            for i in range(0, len(data), size):
+                codec.receive_data(data[i : i + size])
+        assert info.value.status == 400
 
 
 def test_codec_is_dead_after_an_error() -> None:

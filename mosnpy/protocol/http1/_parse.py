@@ -289,8 +289,10 @@ class MessageReader:
                 )
             if not complete:
                 try:
-                    self._check_partial(buf)
+                    # llhttp first: bytes that are not HTTP at all are a 400, whatever
+                    # their length, before the size limit says 431.
                     self._feed(data, 0, len(data))
+                    self._check_partial(buf)
                 except Http1Error as exc:
                     self._error = exc
                     raise
@@ -441,9 +443,9 @@ class MessageReader:
             # An incomplete head, chunk line or trailer block: keep it for next time,
             # but let llhttp see it now so that garbage is refused at once.
             partial = data[pos:]
-            self._check_partial(partial)
             if n > fed:
-                self._feed(data, fed, n)
+                self._feed(data, fed, n)  # garbage is refused (400) before the size limit
+            self._check_partial(partial)
             self._buf += partial
 
     def _parse_trailers(self, block: bytes) -> HeaderMap:

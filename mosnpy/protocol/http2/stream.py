@@ -401,6 +401,39 @@ class _H2Base:
         if not self.streams:
             self.closing = True
 
+    def _on_data(self, event: h2.events.DataReceived, events: list[StreamEvent]) -> None:
+        sid = event.stream_id
+        stream = self.streams.get(sid)
+        if stream is None or not stream.remote_open:
+            self._stray_data(event)
+            return
+        data = event.data or b""
+        padding = (event.flow_controlled_length or 0) - len(data)
+        if padding > 0:
+            self.consumed(sid, padding)  # padding is nobody's body: its window reopens now
+        end = event.stream_ended is not None
+        if not data and not end:
+            self._on_empty_data(events)
+        events.append(DataReceived(sid, data, end_stream=end))
+        if end:
+            self._remote_ended(sid, stream)
+
+    def _on_trailers(self, event: h2.events.TrailersReceived, events: list[StreamEvent]) -> None:
+        sid = event.stream_id
+        stream = self.streams.get(sid)
+        if stream is None or not stream.remote_open:
+            self.stray += 1
+            return
+        events.append(TrailersReceived(sid, HeaderMap(decode_pairs(event.headers or ())[1])))
+        self._remote_ended(sid, stream)
+
+    def _on_empty_data(self, events: list[StreamEvent]) -> None:
+        """An empty DATA frame that ends nothing (the server counts it as abuse)."""
+
+    def _remote_ended(self, sid: int, stream: _Stream) -> None:
+        """The peer's side of the stream ended (the client's: the response is whole)."""
+        self._end_remote(sid, stream)
+
     def _stray_data(self, event: h2.events.DataReceived) -> None:
         self.stray += 1
         if event.flow_controlled_length:  # keep the connection window open
@@ -596,31 +629,8 @@ class H2ServerStreamConnection(_H2Base):
             )
         )
 
-    def _on_data(self, event: h2.events.DataReceived, events: list[StreamEvent]) -> None:
-        sid = event.stream_id
-        stream = self.streams.get(sid)
-        if stream is None or not stream.remote_open:
-            self._stray_data(event)
-            return
-        data = event.data or b""
-        padding = (event.flow_controlled_length or 0) - len(data)
-        if padding > 0:
-            self.consumed(sid, padding)
-        end = event.stream_ended is not None
-        if not data and not end:
-            self._count_control(events)  # an empty DATA frame is a control frame's cost
-        events.append(DataReceived(sid, data, end_stream=end))
-        if end:
-            self._end_remote(sid, stream)
-
-    def _on_trailers(self, event: h2.events.TrailersReceived, events: list[StreamEvent]) -> None:
-        sid = event.stream_id
-        stream = self.streams.get(sid)
-        if stream is None or not stream.remote_open:
-            self.stray += 1
-            return
-        events.append(TrailersReceived(sid, HeaderMap(decode_pairs(event.headers or ())[1])))
-        self._end_remote(sid, stream)
+    def _on_empty_data(self, events: list[StreamEvent]) -> None:
+        self._count_control(events)  # an empty DATA frame costs what a control frame does
 
     def _on_server_reset(self, event: h2.events.StreamReset, events: list[StreamEvent]) -> None:
         self._resets += 1
@@ -639,8 +649,8 @@ class H2ServerStreamConnection(_H2Base):
 
     _handlers: ClassVar[dict[type, Callable[[Any, Any, list[StreamEvent]], None]]] = {
         h2.events.RequestReceived: _on_request,
-        h2.events.DataReceived: _on_data,
-        h2.events.TrailersReceived: _on_trailers,
+        h2.events.DataReceived: _H2Base._on_data,
+        h2.events.TrailersReceived: _H2Base._on_trailers,
         h2.events.StreamReset: _on_server_reset,
         h2.events.WindowUpdated: _H2Base._on_window,
         h2.events.ConnectionTerminated: _H2Base._on_goaway,
@@ -768,28 +778,7 @@ class H2ClientStreamConnection(_H2Base):
         if end:
             self._response_ended(sid, stream)
 
-    def _on_data(self, event: h2.events.DataReceived, events: list[StreamEvent]) -> None:
-        sid = event.stream_id
-        stream = self.streams.get(sid)
-        if stream is None or not stream.remote_open:
-            self._stray_data(event)
-            return
-        data = event.data or b""
-        padding = (event.flow_controlled_length or 0) - len(data)
-        if padding > 0:
-            self.consumed(sid, padding)
-        end = event.stream_ended is not None
-        events.append(DataReceived(sid, data, end_stream=end))
-        if end:
-            self._response_ended(sid, stream)
-
-    def _on_trailers(self, event: h2.events.TrailersReceived, events: list[StreamEvent]) -> None:
-        sid = event.stream_id
-        stream = self.streams.get(sid)
-        if stream is None or not stream.remote_open:
-            self.stray += 1
-            return
-        events.append(TrailersReceived(sid, HeaderMap(decode_pairs(event.headers or ())[1])))
+    def _remote_ended(self, sid: int, stream: _Stream) -> None:
         self._response_ended(sid, stream)
 
     def _response_ended(self, sid: int, stream: _Stream) -> None:
@@ -813,8 +802,8 @@ class H2ClientStreamConnection(_H2Base):
 
     _handlers: ClassVar[dict[type, Callable[[Any, Any, list[StreamEvent]], None]]] = {
         h2.events.ResponseReceived: _on_response,
-        h2.events.DataReceived: _on_data,
-        h2.events.TrailersReceived: _on_trailers,
+        h2.events.DataReceived: _H2Base._on_data,
+        h2.events.TrailersReceived: _H2Base._on_trailers,
         h2.events.StreamReset: _H2Base._on_stream_reset,
         h2.events.WindowUpdated: _H2Base._on_window,
         h2.events.ConnectionTerminated: _H2Base._on_goaway,
