@@ -260,6 +260,9 @@ class StreamConnection(Protocol):
     """
 
     closing: bool
+    #: the protocol has flow control of its own (HTTP/2 windows): the proxy counts and
+    #: acknowledges (:meth:`consumed`) the body it receives here only when this is true
+    flow_controlled: bool
 
     def dispatch(self, data: bytes) -> list[StreamEvent]:
         """Decode ``data`` (plus what was buffered) into events; ``b""`` means EOF."""
@@ -390,6 +393,9 @@ class Outbox:
     A base for implementations (optional: the contracts above are structural)."""
 
     __slots__ = ("_out",)
+
+    #: flow control is TCP's
+    flow_controlled = False
 
     def __init__(self) -> None:
         self._out = bytearray()

@@ -313,7 +313,7 @@ class StreamDownStream(DownStream):
     def on_downstream_event(self, event: StreamEvent) -> None:
         """More of the request (body, trailers) or its reset, from the server reader."""
         if self.completed:
-            if isinstance(event, DataReceived) and event.data:
+            if isinstance(event, DataReceived) and event.data and self.server.sc.flow_controlled:
                 self.server.sc.consumed(self.sid, len(event.data))  # nobody wants it
                 self.server.touch()
             return
@@ -327,7 +327,8 @@ class StreamDownStream(DownStream):
             if data:
                 self.body_pieces += 1
                 self.bytes_received += len(data)
-                self.down_unacked += len(data)
+                if self.server.sc.flow_controlled:
+                    self.down_unacked += len(data)
                 self._keep(data)
                 up = self.upstream
                 if up is not None and not self.up_ended:  # full duplex: in any phase
@@ -461,7 +462,8 @@ class StreamDownStream(DownStream):
                 # early answer): both directions flow from here on.
                 self._resume(self._response_phase())
         elif isinstance(event, (DataReceived, TrailersReceived)):
-            if event.__class__ is DataReceived:
+            up = self.upstream
+            if event.__class__ is DataReceived and up is not None and up.sc.flow_controlled:
                 self.up_unacked += len(event.data)
             self._response_part(event)
         elif isinstance(event, FlowResumed):

@@ -196,7 +196,7 @@ class StreamServer(StreamIO):
                 found = streams.get(event.stream_id)
                 if found is not None:
                     found.on_downstream_event(event)
-                elif event.__class__ is DataReceived:
+                elif event.__class__ is DataReceived and self.sc.flow_controlled:
                     data = event.data
                     if data:  # for a stream already answered: nobody wants it
                         self.sc.consumed(event.stream_id, len(data))

@@ -247,6 +247,8 @@ class _Base:
 
     #: no limit of its own
     stream_limit = 0
+    #: no flow control of its own: TCP's is enough for a toy
+    flow_controlled = False
 
     def consumed(self, stream_id: int, n: int) -> None:
         """No flow control of its own: TCP's is enough for a toy."""
@@ -338,6 +340,22 @@ class _Base:
 
     def _on_frame(self, frame: Frame, events: list[StreamEvent]) -> None:
         raise NotImplementedError
+
+    def _on_body(self, frame: Frame, stream: _Stream, events: list[StreamEvent]) -> None:
+        """A DATA or TRAILERS frame on a stream whose peer side is open."""
+        sid = frame.stream_id
+        if frame.type == DATA:
+            events.append(DataReceived(sid, frame.payload, end_stream=frame.end_stream))
+            if frame.end_stream:
+                self._remote_ended(sid, stream)
+        else:  # TRAILERS
+            trailers = HeaderMap(_split_pseudo(decode_headers(frame.payload))[1])
+            events.append(TrailersReceived(sid, trailers))
+            self._remote_ended(sid, stream)
+
+    def _remote_ended(self, sid: int, stream: _Stream) -> None:
+        """The peer's side ended (the client's: the response is whole)."""
+        self._end_remote(sid, stream)
 
     def _on_reset(self, frame: Frame, events: list[StreamEvent]) -> None:
         if self.streams.pop(frame.stream_id, None) is None:
@@ -433,14 +451,7 @@ class TStreamServerConnection(_Base):
         if not stream.remote_open:
             self._stream_error(sid, "frames after the request ended", events)
             return
-        if type_ == DATA:
-            events.append(DataReceived(sid, frame.payload, end_stream=frame.end_stream))
-            if frame.end_stream:
-                self._end_remote(sid, stream)
-        else:  # TRAILERS
-            trailers = HeaderMap(_split_pseudo(decode_headers(frame.payload))[1])
-            events.append(TrailersReceived(sid, trailers))
-            self._end_remote(sid, stream)
+        self._on_body(frame, stream, events)
 
     def expects_response(self, stream_id: int) -> bool:
         stream = self.streams.get(stream_id)
@@ -539,14 +550,10 @@ class TStreamClientConnection(_Base):
         if not stream.head_received:
             self._stream_error(sid, "a body before the response head", events)
             return
-        if type_ == DATA:
-            events.append(DataReceived(sid, frame.payload, end_stream=frame.end_stream))
-            if frame.end_stream:
-                self._response_ended(sid, stream)
-        else:  # TRAILERS
-            trailers = HeaderMap(_split_pseudo(decode_headers(frame.payload))[1])
-            events.append(TrailersReceived(sid, trailers))
-            self._response_ended(sid, stream)
+        self._on_body(frame, stream, events)
+
+    def _remote_ended(self, sid: int, stream: _Stream) -> None:
+        self._response_ended(sid, stream)
 
     def _response_ended(self, sid: int, stream: _Stream) -> None:
         """The response is whole: the stream is done.  A request still being sent is

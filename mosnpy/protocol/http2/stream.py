@@ -181,6 +181,8 @@ class _H2Base:
     )
 
     client_side = False
+    #: windows per stream and per connection: received body is acknowledged when passed on
+    flow_controlled = True
 
     def __init__(self, settings: H2Settings) -> None:
         self.settings = settings
