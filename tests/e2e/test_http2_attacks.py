@@ -24,7 +24,7 @@ import h2.settings
 import pytest
 import trio
 import trio.lowlevel
-from hpack import Encoder
+from hpack import Decoder, Encoder
 from hyperframe.frame import (
     ContinuationFrame,
     Frame,
@@ -459,6 +459,56 @@ async def test_hpack_bomb(py_backend: PyBackend) -> None:
             await a.send(rest.serialize())
             await assert_told_off_and_closed(a, Codes.ENHANCE_YOUR_CALM)
             assert [f for f in a.frames if f.stream_id == 1] == []
+
+
+def whole_request(sid: int, block: bytes) -> bytes:
+    """A HEADERS frame that carries a whole request (END_HEADERS, END_STREAM)."""
+    head = HeadersFrame(sid, block)
+    head.flags.add("END_HEADERS")
+    head.flags.add("END_STREAM")
+    return head.serialize()
+
+
+async def test_malformed_requests_are_stream_errors(py_backend: PyBackend) -> None:
+    """Request heads HTTP/2 forbids (RFC 9113 §8.2/§8.3) get RST_STREAM(PROTOCOL_ERROR)
+    on their own stream; a valid request on the same connection is still answered, and
+    a flood of malformed heads is rapid reset by another name: GOAWAY."""
+    malformed = [
+        [*request_head(), ("X-Upper", "1")],
+        [*request_head(), ("connection", "keep-alive")],
+        [*request_head(), ("x-a", "split\r\nx-b: 1")],
+        [(":method", "GET"), (":path", "/"), (":authority", "backend.test")],  # no :scheme
+        [*request_head(), ("host", "other.test")],  # :authority and host differ
+    ]
+    with trio.fail_after(40):
+        async with h2_proxy(py_backend) as port, under_attack(port), attacker(port) as a:
+            encoder = Encoder()
+            sid = 1
+            for block in malformed:
+                await a.send(whole_request(sid, encoder.encode(block)))
+                sid += 2
+            await a.send(whole_request(sid, encoder.encode(request_head("/echo?good"))))
+
+            def answered() -> bool:
+                return any(f.stream_id == sid and "END_STREAM" in f.flags for f in a.frames)
+
+            await a.wait_for(answered, 10)
+            resets = {f.stream_id: f.error_code for f in a.of_type(RstStreamFrame)}
+            assert resets == {1 + 2 * i: Codes.PROTOCOL_ERROR for i in range(len(malformed))}
+            assert a.goaway is None and not a.closed.is_set()
+            head = Decoder().decode(
+                next(f for f in a.of_type(HeadersFrame) if f.stream_id == sid).data, raw=True
+            )
+            assert (b":status", b"200") in head
+            # the same, as a flood: told off like rapid reset
+            for _ in range(20):
+                burst = b""
+                for _ in range(50):
+                    sid += 2
+                    burst += whole_request(sid, encoder.encode(malformed[0]))
+                await a.send(burst)
+            goaway = await assert_told_off_and_closed(a, Codes.ENHANCE_YOUR_CALM)
+            assert b"malformed" in goaway.additional_data
 
 
 async def test_zero_window_stall(py_backend: PyBackend) -> None:

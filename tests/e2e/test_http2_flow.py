@@ -195,3 +195,34 @@ async def test_drain_sends_goaway_and_lets_streams_in_flight_finish() -> None:
         )
         await server.wait_stopped()
         nursery.cancel_scope.cancel()
+
+
+async def test_malformed_upstream_head_is_a_502_and_the_connections_go_on() -> None:
+    """An upstream answer HTTP/2 forbids (an upper-case field name) resets that stream
+    only (RFC 9113 §8.1.1): the client gets 502, and both connections keep serving."""
+    import mosnpy
+
+    backend = H2Backend()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(backend.serve)
+        server = (
+            mosnpy.ProxyBuilder(graceful_timeout=1)
+            .cluster("b", [f"127.0.0.1:{port}"])
+            .route(prefix="/", cluster="b", timeout=10)
+            .listener("h2", "127.0.0.1:0", protocol="Http2", upstream_protocol="Http2")
+            .server()
+        )
+        await nursery.start(server.serve)
+        client = await H2Client.connect(server.listener("h2").port)
+        with trio.fail_after(10):
+            status, body = await client.get("/malformed")
+            assert status == 502, body
+            assert await client.get("/bytes/100") == (200, pattern(100))
+            status, _ = await client.get("/malformed")
+            assert status == 502
+            assert await client.get("/bytes/5") == (200, pattern(5))
+        assert backend.connections == 1  # a stream error: the upstream connection stayed
+        await client.aclose()
+        server.shutdown()
+        await server.wait_stopped()
+        nursery.cancel_scope.cancel()

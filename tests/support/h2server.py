@@ -10,7 +10,9 @@ Backend paths:
   window allows;
 * ``GET /slow/<s>`` — ``slow`` after ``s`` seconds;
 * ``POST /upload`` — reads the body (``?delay=<s>`` sleeps that long before reading
-  any of it) and answers ``<length>:<sha256 hex>``.
+  any of it) and answers ``<length>:<sha256 hex>``;
+* ``GET /malformed`` — a response head HTTP/2 forbids (an upper-case field name), sent
+  as it is (the backend's outbound checks are off).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class H2Backend:
 
     def __init__(self) -> None:
         self.port = 0
+        #: connections accepted so far
+        self.connections = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host=LOCALHOST)
@@ -54,8 +58,14 @@ class H2Backend:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
         conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding="utf-8",
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         conn.initiate_connection()
         windows: dict[int, trio.Event] = {}
@@ -107,6 +117,10 @@ class H2Backend:
                             nursery.start_soon(respond, event.stream_id, 200, pattern(int(path[7:])))
                         elif path.startswith("/slow/"):
                             nursery.start_soon(respond, event.stream_id, 200, b"slow", float(path[6:]))
+                        elif path == "/malformed":
+                            conn.send_headers(
+                                event.stream_id, [(":status", "200"), ("X-Upper", "1")], end_stream=True
+                            )
                         elif path.startswith("/upload"):
                             delay = float(path.split("delay=")[1]) if "delay=" in path else 0.0
                             uploads[event.stream_id] = _Upload(delay)

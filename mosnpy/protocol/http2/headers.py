@@ -24,7 +24,6 @@ __all__ = [
     "H2RequestHeaders",
     "H2ResponseHeaders",
     "Pairs",
-    "decode_pairs",
     "regular_pairs",
 ]
 
@@ -54,19 +53,6 @@ class H2ResponseHeaders(HeaderMap):
     def __init__(self, items: Iterable[tuple[str, str]], *, status: int) -> None:
         super().__init__(items)
         self.status = status
-
-
-def decode_pairs(raw: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """h2's header block → (pseudo headers, regular pairs), as latin-1 text (h2 has
-    validated it: lower-case names, pseudo headers first and known)."""
-    pseudo: dict[str, str] = {}
-    regular: list[tuple[str, str]] = []
-    for name, value in raw:
-        if name[:1] == b":":
-            pseudo[name.decode("latin-1")] = value.decode("latin-1")
-        else:
-            regular.append((name.decode("latin-1"), value.decode("latin-1")))
-    return pseudo, regular
 
 
 def _bytes(text: str) -> bytes:

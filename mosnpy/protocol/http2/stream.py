@@ -70,9 +70,9 @@ from mosnpy.protocol.http2.headers import (
     H2RequestHeaders,
     H2ResponseHeaders,
     Pairs,
-    decode_pairs,
     regular_pairs,
 )
+from mosnpy.protocol.http2.validate import MalformedHeaders, request_block, response_block, trailer_block
 
 __all__ = ["H2ClientStreamConnection", "H2ServerStreamConnection", "H2Settings"]
 
@@ -191,7 +191,9 @@ class _H2Base:
             header_encoding=None,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
-            validate_inbound_headers=True,
+            # received blocks are checked (and decoded) by .validate, in one pass
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
         )
         conn = h2.connection.H2Connection(config)
         initial = {
@@ -426,8 +428,25 @@ class _H2Base:
         if stream is None or not stream.remote_open:
             self.stray += 1
             return
-        events.append(TrailersReceived(sid, HeaderMap(decode_pairs(event.headers or ())[1])))
+        try:
+            trailers = trailer_block(event.headers or [])
+        except MalformedHeaders as exc:
+            self._malformed(sid, exc, events)
+            return
+        events.append(TrailersReceived(sid, HeaderMap(trailers)))
         self._remote_ended(sid, stream)
+
+    def _malformed(self, sid: int, exc: MalformedHeaders, events: list[StreamEvent]) -> None:
+        """A malformed header block is a stream error (RFC 9113 §8.1.1): the stream is
+        reset with PROTOCOL_ERROR; the connection's other streams go on."""
+        try:
+            self.h2.reset_stream(sid, _Codes.PROTOCOL_ERROR)
+        except h2.exceptions.ProtocolError:
+            pass  # already closed on h2's side
+        if self.streams.pop(sid, None) is not None:
+            reason = ResetReason.UPSTREAM_RESET if self.client_side else ResetReason.REMOTE_RESET
+            events.append(StreamReset(sid, reason, f"malformed HTTP/2 headers: {exc}"))
+            self._stream_gone()
 
     def _on_empty_data(self, events: list[StreamEvent]) -> None:
         """An empty DATA frame that ends nothing (the server counts it as abuse)."""
@@ -608,7 +627,15 @@ class H2ServerStreamConnection(_H2Base):
         if self._goaway_sent and sid > self._last_stream:
             self.h2.reset_stream(sid, _Codes.REFUSED_STREAM)  # opened after our GOAWAY
             return
-        pseudo, regular = decode_pairs(event.headers or ())
+        try:
+            pseudo, regular = request_block(event.headers or [])
+        except MalformedHeaders as exc:
+            self._resets += 1  # answered with a reset: it counts as one (rapid reset)
+            if self._resets > self.settings.max_resets_per_second:
+                self._calm_down("too many malformed requests", events)
+            else:
+                self._malformed(sid, exc, events)
+            return
         method = pseudo.get(":method", "")
         authority = pseudo.get(":authority", "")
         if authority:
@@ -768,8 +795,11 @@ class H2ClientStreamConnection(_H2Base):
         if stream is None or not stream.remote_open:
             self.stray += 1
             return
-        pseudo, regular = decode_pairs(event.headers or ())
-        wire = int(pseudo.get(":status", "0") or 0)
+        try:
+            wire, regular = response_block(event.headers or [])
+        except MalformedHeaders as exc:
+            self._malformed(sid, exc, events)
+            return
         headers = H2ResponseHeaders(regular, status=wire)
         end = event.stream_ended is not None
         status = wire
