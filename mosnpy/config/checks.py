@@ -11,16 +11,19 @@ they are checked by the runtime against its registries, which plugins extend.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from mosnpy.config.engine import Check
 from mosnpy.config.errors import ConfigError, join_path
 from mosnpy.config.models import (
     AdminConfig,
+    CidrRangeConfig,
     CircuitBreakerConfig,
     ClusterConfig,
     DirectResponseConfig,
+    FilterChainMatchConfig,
     HeaderMatcherConfig,
     HostConfig,
     ListenerConfig,
@@ -32,6 +35,7 @@ from mosnpy.config.models import (
     RouterConfig,
     ServerConfig,
     WeightedClusterConfig,
+    cidr_network,
 )
 from mosnpy.config.wire import SocketAddress
 
@@ -40,6 +44,8 @@ __all__ = ["CHECKS", "split_host_port"]
 TCP_NETWORKS = ("tcp", "tcp4", "tcp6")
 LOG_LEVELS = ("FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE")
 REDIRECT_CODES = (301, 302, 303, 307, 308)
+#: ``filter_chain_match.transport_protocol`` values (Envoy's TLS inspector's names)
+TRANSPORT_PROTOCOLS = ("tls", "raw_buffer")
 
 
 def split_host_port(address: str, *, min_port: int = 0) -> tuple[str, int]:
@@ -99,6 +105,99 @@ def check_listener(obj: ListenerConfig, path: str) -> Iterator[ConfigError]:
             join_path(path, "network"), f"network {obj.network!r} is not supported (supported: {supported})"
         )
     yield from _at_least(obj, path, 0, "max_connections")
+    yield from _overlapping_chains(obj, path)
+
+
+def _overlapping_chains(obj: ListenerConfig, path: str) -> Iterator[ConfigError]:
+    """Once a chain has a ``filter_chain_match``, no two chains may match the same
+    connection equally well (Envoy refuses such a listener too): the choice would be
+    arbitrary.  Without any match the chains are one chain, as in MOSN."""
+    if not any(chain.filter_chain_match is not None for chain in obj.filter_chains):
+        return
+    seen: list[set[tuple[object, ...]]] = []
+    for i, chain in enumerate(obj.filter_chains):
+        try:
+            keys = _match_keys(chain.filter_chain_match or FilterChainMatchConfig())
+        except ValueError:  # a bad range: reported by check_filter_chain_match
+            keys = set()
+        for j, earlier in enumerate(seen):
+            if keys & earlier:
+                where = join_path(path, "filter_chains", i)
+                if chain.filter_chain_match is not None:
+                    where = join_path(where, "filter_chain_match")
+                yield ConfigError(
+                    where,
+                    f"matches the same connections as filter_chains[{j}] "
+                    "(give each chain a filter_chain_match of its own)",
+                )
+                break
+        seen.append(keys)
+
+
+def _match_keys(match: FilterChainMatchConfig) -> set[tuple[object, ...]]:
+    """Every combination of single criteria ``match`` accepts: two chains overlap when
+    they share one."""
+
+    def each(values: Iterable[object]) -> list[object]:
+        return list(set(values)) or [None]  # an empty criterion: one "any" value
+
+    return set(
+        itertools.product(
+            (match.destination_port,),
+            each(cidr_network(r) for r in match.prefix_ranges),
+            each(name.lower() for name in match.server_names),
+            (match.transport_protocol,),
+            each(match.application_protocols),
+            each(cidr_network(r) for r in match.source_prefix_ranges),
+            each(match.source_ports),
+        )
+    )
+
+
+def _port(value: int, path: str) -> Iterator[ConfigError]:
+    if not 1 <= value <= 65535:
+        yield ConfigError(path, f"port must be 1..65535, got {value}")
+
+
+def _ranges(ranges: tuple[str | CidrRangeConfig, ...], path: str) -> Iterator[ConfigError]:
+    for i, value in enumerate(ranges):
+        if isinstance(value, str):
+            try:
+                cidr_network(value)
+            except ValueError as e:
+                yield ConfigError(join_path(path, i), f"not an IP network like '10.0.0.0/8': {e}")
+
+
+def check_cidr_range(obj: CidrRangeConfig, path: str) -> Iterator[ConfigError]:
+    try:
+        cidr_network(obj)
+    except ValueError as e:
+        yield ConfigError(path, f"not an IP network: {e}")
+
+
+def check_filter_chain_match(obj: FilterChainMatchConfig, path: str) -> Iterator[ConfigError]:
+    """Ports in range, ``tls`` / ``raw_buffer``, names exact or ``*.suffix``, CIDRs."""
+    if obj.destination_port is not None:
+        yield from _port(obj.destination_port, join_path(path, "destination_port"))
+    for i, port in enumerate(obj.source_ports):
+        yield from _port(port, join_path(path, "source_ports", i))
+    if obj.transport_protocol and obj.transport_protocol not in TRANSPORT_PROTOCOLS:
+        yield ConfigError(
+            join_path(path, "transport_protocol"),
+            f"expected one of {', '.join(map(repr, TRANSPORT_PROTOCOLS))}, got {obj.transport_protocol!r}",
+        )
+    for i, name in enumerate(obj.server_names):
+        wild = name.startswith("*.")
+        if not name or "*" in (name[2:] if wild else name) or (wild and len(name) == 2):
+            yield ConfigError(
+                join_path(path, "server_names", i),
+                f"expected a host name or a wildcard like '*.example.com', got {name!r}",
+            )
+    for i, proto in enumerate(obj.application_protocols):
+        if not proto:
+            yield ConfigError(join_path(path, "application_protocols", i), "must not be empty")
+    yield from _ranges(obj.prefix_ranges, join_path(path, "prefix_ranges"))
+    yield from _ranges(obj.source_prefix_ranges, join_path(path, "source_prefix_ranges"))
 
 
 def check_server(obj: ServerConfig, path: str) -> Iterator[ConfigError]:
@@ -205,9 +304,11 @@ def check_circuit_breaker(obj: CircuitBreakerConfig, path: str) -> Iterator[Conf
 
 CHECKS: Mapping[type, Check] = {
     AdminConfig: check_admin,
+    CidrRangeConfig: check_cidr_range,
     CircuitBreakerConfig: check_circuit_breaker,
     ClusterConfig: check_cluster,
     DirectResponseConfig: check_direct_response,
+    FilterChainMatchConfig: check_filter_chain_match,
     HeaderMatcherConfig: check_header_matcher,
     HostConfig: check_host,
     ListenerConfig: check_listener,

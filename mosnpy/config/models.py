@@ -12,6 +12,7 @@ the plugin's own factory.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,11 +23,13 @@ from mosnpy.config.engine import DURATION_METADATA
 __all__ = [
     "AccessLogConfig",
     "AdminConfig",
+    "CidrRangeConfig",
     "CircuitBreakerConfig",
     "ClusterConfig",
     "ClusterManagerConfig",
     "DirectResponseConfig",
     "FilterChainConfig",
+    "FilterChainMatchConfig",
     "FilterConfig",
     "HeaderMatcherConfig",
     "HeaderValueConfig",
@@ -45,6 +48,7 @@ __all__ = [
     "ServerConfig",
     "VirtualHostConfig",
     "WeightedClusterConfig",
+    "cidr_network",
 ]
 
 
@@ -90,11 +94,69 @@ class TLSConfig:
 
 
 @attrs.frozen(kw_only=True)
+class CidrRangeConfig:
+    """Envoy's ``CidrRange``: ``{"address_prefix": "10.0.0.0", "prefix_len": 8}``.
+
+    As in Envoy an unset ``prefix_len`` is 0 (every address of that family), and host
+    bits of ``address_prefix`` are ignored (``10.1.2.3``/8 is ``10.0.0.0/8``).
+    """
+
+    address_prefix: str
+    prefix_len: int = 0
+
+
+def cidr_network(value: str | CidrRangeConfig) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A ``filter_chain_match`` range as a network: ``"10.0.0.0/8"``, a bare address
+    (that one address) or a :class:`CidrRangeConfig`.
+
+    Raises:
+        ValueError: not an IP address or network, or a prefix length out of range.
+    """
+    if isinstance(value, CidrRangeConfig):
+        value = f"{value.address_prefix}/{value.prefix_len}"
+    return ipaddress.ip_network(value.strip(), strict=False)
+
+
+@attrs.frozen(kw_only=True)
+class FilterChainMatchConfig:
+    """Envoy's ``filter_chain_match``: which connections a filter chain serves, when a
+    listener has several chains (see :mod:`mosnpy.net.filterchain` for the choice).
+
+    A criterion left empty matches every connection.  ``server_names`` are exact names
+    or ``*.example.com`` wildcards (the SNI of the TLS ClientHello);
+    ``application_protocols`` are ALPN names the ClientHello offers;
+    ``destination_port`` is the port the client connected to (its original
+    destination, when ``original_dst`` found one); ``transport_protocol`` is ``"tls"``
+    or ``"raw_buffer"`` (plaintext); ``prefix_ranges`` match the destination address and
+    ``source_prefix_ranges`` / ``source_ports`` the client's, each range a CIDR string
+    (``"10.0.0.0/8"``) or Envoy's ``{"address_prefix", "prefix_len"}``.
+    """
+
+    destination_port: int | None = None
+    prefix_ranges: tuple[str | CidrRangeConfig, ...] = attrs.field(default=(), converter=_tuple)
+    server_names: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    transport_protocol: str = ""
+    application_protocols: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    source_prefix_ranges: tuple[str | CidrRangeConfig, ...] = attrs.field(default=(), converter=_tuple)
+    source_ports: tuple[int, ...] = attrs.field(default=(), converter=_tuple)
+
+
+@attrs.frozen(kw_only=True)
 class FilterChainConfig:
+    """One of a listener's filter chains: network filters, and the TLS that ends on it.
+
+    With one chain (or none of a listener's chains having a ``filter_chain_match``)
+    every connection gets all the chains' filters and the first chain's TLS, as in
+    MOSN; once a chain has a ``filter_chain_match``, each connection gets the one chain
+    that matches it best, with that chain's own filters and TLS (Envoy's way).
+    """
+
     filters: tuple[FilterConfig, ...] = attrs.field(default=(), converter=_tuple)
     tls_context: TLSConfig | None = None
     #: several certificates chosen by SNI (each entry's ``server_name``)
     tls_context_set: tuple[TLSConfig, ...] = attrs.field(default=(), converter=_tuple)
+    #: which connections this chain serves (None: any, unless a sibling matches better)
+    filter_chain_match: FilterChainMatchConfig | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -38,6 +38,7 @@ from mosnpy.config.models import (
     AdminConfig,
     ClusterConfig,
     FilterChainConfig,
+    FilterChainMatchConfig,
     FilterConfig,
     HeaderValueConfig,
     HealthCheckConfig,
@@ -113,12 +114,20 @@ ALIASES: Mapping[type, Mapping[str, str]] = {
     ClusterConfig: {"lbconfig": "lb_config"},  # MOSN's JSON tag
 }
 
-#: Advice for unknown keys that are likely a misplaced section.
+_NO_CRITERION = "not supported by mosnpy: a filter chain cannot match on it"
+
+#: Advice for unknown keys: a likely misplaced section, a criterion not implemented.
 HINTS: Mapping[type, Mapping[str, str]] = {
     MosnConfig: {
         "routers": "routers go under servers[].routers",
         "listeners": "listeners go under servers[].listeners",
         "clusters": "clusters go under cluster_manager.clusters",
+    },
+    # Envoy's criteria mosnpy does not match on: an error, since skipping one would
+    # let the chain match connections it was meant to refuse.
+    FilterChainMatchConfig: {
+        "direct_source_prefix_ranges": _NO_CRITERION,
+        "source_type": _NO_CRITERION,
     },
 }
 

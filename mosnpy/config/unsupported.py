@@ -63,8 +63,9 @@ UNSUPPORTED_KEYS: Final[Mapping[type, frozenset[str]]] = {
         "per_connection_buffer_limit_bytes", "tunnel_listener", "log_path", "log_level",
         "disable_conn_io",
     }),
-    # servers[].listeners[].filter_chains[]
-    FilterChainConfig: frozenset({"match", "filter_chain_match"}),
+    # servers[].listeners[].filter_chains[] (MOSN's own "match" string; Envoy's
+    # filter_chain_match is implemented)
+    FilterChainConfig: frozenset({"match"}),
     # any {type, config} filter entry
     FilterConfig: frozenset({"go_plugin_config"}),
     # the config of a filter_chains[].filters[] entry of type "proxy"

@@ -11,6 +11,15 @@ until cancelled or until :meth:`Listener.drain` finishes.  Per connection it:
 
 An idle sweeper closes connections that moved no bytes for ``idle_timeout`` seconds.
 
+Several filter chains (Envoy's ``filter_chain_match``, given as ``filter_chains``):
+between steps 2 and 3 the listener picks one chain for the connection
+(:mod:`mosnpy.net.filterchain`) from its addresses and, when some chain matches on
+them, the TLS ClientHello's SNI and ALPN peeked without consuming it
+(:mod:`mosnpy.net.tls_inspector`); that chain's TLS context then runs the handshake and
+its network filters populate the connection.  A connection no chain matches is closed
+(counted in :attr:`Listener.no_filter_chain_match`).  Without ``filter_chains`` every
+connection gets ``filter_factories`` and ``tls``, with no peeking.
+
 Transparent interception (MOSN's ``use_original_dst`` and virtual listeners): a
 listener with ``use_original_dst`` hands each connection whose listener filters found
 an original destination (the ``original_dst`` filter) to the listener that owns that
@@ -40,9 +49,11 @@ import trio
 from mosnpy.net.connection import Connection, format_address, resolve
 from mosnpy.net.events import ConnectionEvent
 from mosnpy.net.filter import AcceptedSocket, FilterStatus, ListenerFilter, NetworkFilterFactory
+from mosnpy.net.filterchain import ConnectionInfo, FilterChain, FilterChains, parse_address
 from mosnpy.net.original_dst import ORIGINAL_DST, current_original_dst
 from mosnpy.net.stats import Traffic
 from mosnpy.net.tls import TLSConnection, TLSHandshakeError
+from mosnpy.net.tls_inspector import TLS, inspect
 
 __all__ = ["Listener"]
 
@@ -58,7 +69,8 @@ class Listener:
         name: the listener's name, for logs.
         address: ``host:port`` (port 0 picks one; see :attr:`address` once started) or
             a unix socket path.
-        filter_factories: network filter factories, in chain order.
+        filter_factories: network filter factories, in chain order (with
+            ``filter_chains``: every chain's, for stats and reloads).
         listener_filters: run on each accepted socket before it becomes a connection.
         max_connections: refuse connections beyond this many (0 = unlimited).
         idle_timeout: close connections idle this long (None or 0 = never).
@@ -66,6 +78,8 @@ class Listener:
             hand over (a MOSN virtual listener).
         use_original_dst: hand connections to the listener that owns their original
             destination (see the module doc).
+        filter_chains: several chains, one chosen per connection (see the module
+            doc); ``tls`` and ``tls_fallback`` are then the chains' own.
     """
 
     def __init__(
@@ -84,6 +98,7 @@ class Listener:
         handshake_timeout: float = 10.0,
         bind_port: bool = True,
         use_original_dst: bool = False,
+        filter_chains: FilterChains | None = None,
     ) -> None:
         self.name = name
         self.bind_port = bind_port
@@ -100,6 +115,10 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         #: handshakes that failed (bad certificate, no client certificate, timeout)
         self.tls_failures = 0
+        #: one chain chosen per connection (None: ``filter_factories`` and ``tls``)
+        self.filter_chains = filter_chains
+        #: connections closed because no filter chain matched them
+        self.no_filter_chain_match = 0
         self.requested_address = address
         self.filter_factories = list(filter_factories)
         self.listener_filters = list(listener_filters)
@@ -265,7 +284,17 @@ class Listener:
                     return
             if self.use_original_dst and not handed_over and self._hand_off(sock, accepted):
                 return
-        conn = await self._wrap(sock)
+        factories: Sequence[NetworkFilterFactory] = self.filter_factories
+        chains = self.filter_chains
+        if chains is None:
+            conn = await self._wrap(sock, self.tls, self.tls_fallback)
+        else:
+            chosen = await self._choose_chain(sock, accepted, chains)
+            if chosen is None:
+                return
+            chain, transport = chosen
+            conn = await self._wrap(sock, chain.tls, chain.tls_fallback, transport)
+            factories = chain.factories
         if conn is None:
             return
         conn.traffic = self.traffic
@@ -278,7 +307,7 @@ class Listener:
         self.connections.add(conn)
         conn.add_event_listener(lambda ev: self._on_conn_event(conn, ev))
         try:
-            for factory in self.filter_factories:
+            for factory in factories:
                 factory.create_filter_chain(conn.filter_manager)
             if not self._accepting:
                 conn.notify(ConnectionEvent.SHUTDOWN)
@@ -295,12 +324,49 @@ class Listener:
             conn.close()
             self.connections.discard(conn)
 
-    async def _wrap(self, sock: socket.socket) -> Connection | None:
+    async def _choose_chain(
+        self, sock: socket.socket, accepted: AcceptedSocket | None, chains: FilterChains
+    ) -> tuple[FilterChain, str] | None:
+        """The chain for ``sock`` and its transport protocol as peeked (``""``: not
+        looked at), or None: no chain matches, or the peer left (the socket is closed)."""
+        info = ConnectionInfo()
+        if chains.needs_destination:
+            if accepted is not None:
+                dst = accepted.values.get(ORIGINAL_DST)
+                local = dst if isinstance(dst, str) else accepted.local_address
+            else:
+                local = _local(sock)
+            info.destination_ip, info.destination_port = parse_address(local)
+        if chains.needs_source:
+            info.source_ip, info.source_port = parse_address(
+                accepted.remote_address if accepted is not None else _peer(sock)
+            )
+        if chains.needs_transport:
+            seen = await inspect(sock, self.handshake_timeout, client_hello=chains.needs_client_hello)
+            if seen is None:
+                log.debug("listener %s: connection from %s closed while inspected", self.name, _peer(sock))
+                sock.close()
+                return None
+            info.transport_protocol = seen.transport_protocol
+            info.server_name = seen.hello.server_name
+            info.application_protocols = seen.hello.alpn
+        chain = chains.select(info)
+        if chain is None:
+            self.no_filter_chain_match += 1
+            log.debug("listener %s: no filter chain matches %s; closing it", self.name, info)
+            sock.close()
+            return None
+        return chain, info.transport_protocol
+
+    async def _wrap(
+        self, sock: socket.socket, tls: ssl.SSLContext | None, tls_fallback: bool, transport: str = ""
+    ) -> Connection | None:
         """The accepted socket as a connection: plaintext, or TLS once its handshake is
-        done (None: it failed, and the socket is closed)."""
-        if self.tls is None or (self.tls_fallback and not await self._starts_with_tls(sock)):
+        done (None: it failed, and the socket is closed).  ``transport`` is what was
+        peeked already (``"tls"`` / ``"raw_buffer"``; ``""``: nothing)."""
+        if tls is None or (tls_fallback and not await self._is_tls(sock, transport)):
             return Connection(sock, server_side=True)
-        conn = TLSConnection(sock, self.tls, server_side=True)
+        conn = TLSConnection(sock, tls, server_side=True)
         try:
             await conn.handshake(self.handshake_timeout)
         except TLSHandshakeError as exc:
@@ -309,6 +375,9 @@ class Listener:
             return None
         conn.values["tls.alpn"] = conn.alpn_protocol
         return conn
+
+    async def _is_tls(self, sock: socket.socket, transport: str) -> bool:
+        return transport == TLS if transport else await self._starts_with_tls(sock)
 
     async def _starts_with_tls(self, sock: socket.socket) -> bool:
         """Peek the first byte: 0x16 opens a TLS handshake record (MOSN's fall_back)."""
@@ -371,6 +440,13 @@ class Listener:
                 await self._all_closed.wait()
         for conn in list(self.connections):
             conn.close()
+
+
+def _local(sock: socket.socket) -> str:
+    try:
+        return format_address(sock.getsockname())
+    except OSError:
+        return ""
 
 
 def _peer(sock: socket.socket) -> str:

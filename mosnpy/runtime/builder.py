@@ -4,6 +4,11 @@ The loader has already checked the document's shape; here names meet registries
 (protocols, network and stream filters, load balancers), so an unknown name is reported
 as ``servers[0].listeners[0].stream_filters[1].type: unknown stream filter 'falut'
 (known: fault, header_mutation)``.
+
+A listener's filter chains: without any ``filter_chain_match`` they make one chain
+(every chain's network filters, the first TLS-enabled chain's ``tls_context``), as in
+MOSN; once a chain has a ``filter_chain_match`` each stays a chain of its own — its own
+filters and TLS, chosen per connection (:mod:`mosnpy.net.filterchain`).
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from typing import Any, TypeVar
 import attrs
 
 from mosnpy.config.errors import ConfigError
-from mosnpy.config.models import ListenerConfig, MosnConfig, RouterConfig
+from mosnpy.config.models import FilterChainConfig, ListenerConfig, MosnConfig, RouterConfig
 from mosnpy.net.filter import NetworkFilterFactory
+from mosnpy.net.filterchain import FilterChain, FilterChainMatch, FilterChains
 from mosnpy.net.listener import Listener
 from mosnpy.net.registry import LISTENER_FILTERS, NETWORK_FILTERS
 from mosnpy.net.tls import server_context
 from mosnpy.proxy.accesslog import AccessLog, FormatError
+from mosnpy.proxy.factory import ProxyFilterFactory
 from mosnpy.registry import Registry, UnknownNameError
 from mosnpy.router import Routers, RouteTable
 from mosnpy.stream.filter import StreamFilterFactory
@@ -142,7 +149,10 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
         except FormatError as exc:
             errors.append(ConfigError(f"{path}.access_logs[{i}].log_format", str(exc)))
     network: list[NetworkFilterFactory] = []
+    per_chain: list[list[NetworkFilterFactory]] = []
+    selective = any(chain.filter_chain_match is not None for chain in lc.filter_chains)
     for ci, chain in enumerate(lc.filter_chains):
+        own: list[NetworkFilterFactory] = []
         for fi, nf in enumerate(chain.filters):
             fpath = f"{path}.filter_chains[{ci}].filters[{fi}]"
             try:
@@ -150,9 +160,15 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
                 build = _BuildContext(
                     routers, clusters, tuple(stream_filters), lc.name, fpath, tuple(access_logs)
                 )
-                network.append(_call_factory(make, f"{fpath}.config", nf.config, build))
+                own.append(_call_factory(make, f"{fpath}.config", nf.config, build))
             except ConfigError as exc:
                 errors.append(exc)
+        if selective and not chain.filters:
+            errors.append(
+                ConfigError(f"{path}.filter_chains[{ci}].filters", "a filter chain needs a network filter")
+            )
+        per_chain.append(own)
+        network.extend(own)
     if not network and not errors:
         errors.append(ConfigError(f"{path}.filter_chains", "a listener needs at least one network filter"))
     listener_filters = []
@@ -171,7 +187,8 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
             errors.append(exc)
     if errors:
         raise ConfigError.group(errors)
-    tls, tls_fallback = _listener_tls(lc, path)
+    chains = _filter_chains(lc, path, per_chain) if selective else None
+    tls, tls_fallback = (None, False) if chains is not None else _listener_tls(lc, path)
     address = lc.address if lc.network != "unix" or lc.address.startswith("/") else f"unix:{lc.address}"
     idle = DEFAULT_IDLE_TIMEOUT if lc.connection_idle_timeout is None else lc.connection_idle_timeout
     return Listener(
@@ -185,6 +202,7 @@ def _build_listener(lc: ListenerConfig, path: str, routers: Routers, clusters: C
         tls_fallback=tls_fallback,
         bind_port=lc.bind_port,
         use_original_dst=lc.use_original_dst,
+        filter_chains=chains,
     )
 
 
@@ -192,21 +210,58 @@ def _listener_tls(lc: ListenerConfig, path: str) -> tuple[ssl.SSLContext | None,
     """The listener's server TLS context from its filter chains' ``tls_context`` /
     ``tls_context_set`` (MOSN's ``status: true`` turns one on), and ``fall_back``.
 
-    One context per listener: with several chains, the first with TLS gives it (its
-    certificates chosen by SNI); choosing the chain itself by SNI is not done.
+    One context per listener when no chain has a ``filter_chain_match``: the first
+    chain with TLS gives it (its certificates chosen by SNI).
     """
     for ci, chain in enumerate(lc.filter_chains):
-        configs = [c for c in (chain.tls_context, *chain.tls_context_set) if c is not None and c.status]
-        if not configs:
-            continue
-        key = (
-            "tls_context" if chain.tls_context is not None and chain.tls_context.status else "tls_context_set"
-        )
-        try:
-            return server_context(configs), any(c.fall_back for c in configs)
-        except (ValueError, OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{path}.filter_chains[{ci}].{key}", str(exc)) from None
+        tls = _chain_tls(chain, f"{path}.filter_chains[{ci}]")
+        if tls[0] is not None:
+            return tls
     return None, False
+
+
+def _chain_tls(chain: FilterChainConfig, path: str) -> tuple[ssl.SSLContext | None, bool]:
+    """One chain's server TLS context (None: no TLS ends there) and its ``fall_back``."""
+    configs = [c for c in (chain.tls_context, *chain.tls_context_set) if c is not None and c.status]
+    if not configs:
+        return None, False
+    key = "tls_context" if chain.tls_context is not None and chain.tls_context.status else "tls_context_set"
+    try:
+        return server_context(configs), any(c.fall_back for c in configs)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{path}.{key}", str(exc)) from None
+
+
+def _filter_chains(
+    lc: ListenerConfig, path: str, factories: Sequence[Sequence[NetworkFilterFactory]]
+) -> FilterChains:
+    """Each chain on its own (some chain has a ``filter_chain_match``): its match, its
+    TLS, its network filters; or one ConfigError carrying every chain's problems.
+
+    The chains' ``proxy`` filters share one set of downstream counters, so the
+    listener's stats count every chain's requests.
+    """
+    chains: list[FilterChain] = []
+    errors: list[ConfigError] = []
+    for ci, (chain, own) in enumerate(zip(lc.filter_chains, factories, strict=True)):
+        cpath = f"{path}.filter_chains[{ci}]"
+        try:
+            match = FilterChainMatch.from_config(chain.filter_chain_match)
+        except ValueError as exc:
+            errors.append(ConfigError(f"{cpath}.filter_chain_match", str(exc)))
+            continue
+        try:
+            tls, fallback = _chain_tls(chain, cpath)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        chains.append(FilterChain(tuple(own), match, tls, fallback, f"filter_chains[{ci}]"))
+    if errors:
+        raise ConfigError.group(errors)
+    proxies = [f for chain in chains for f in chain.factories if isinstance(f, ProxyFilterFactory)]
+    for proxy in proxies[1:]:
+        proxy.ctx.stats = proxies[0].ctx.stats
+    return FilterChains(chains)
 
 
 def _lookup(registry: Registry[T], name: str, path: str) -> T:

@@ -458,6 +458,7 @@ def _take_over(old: Listener, new: Listener, clusters: ClusterManager) -> None:
     old.listener_filters = new.listener_filters
     old.use_original_dst = new.use_original_dst
     old.tls, old.tls_fallback = new.tls, new.tls_fallback  # new certificates, for new connections
+    old.filter_chains = new.filter_chains  # new chains (matches, certificates, filters), likewise
     old.handshake_timeout = new.handshake_timeout
     old.max_connections = new.max_connections
     if old.idle_timeout and new.idle_timeout:
@@ -511,6 +512,8 @@ def _listener_stats(lst: Listener) -> dict[str, Any]:
         "refused": lst.refused,
         "traffic": lst.traffic.snapshot(),
     }
+    if lst.filter_chains is not None:
+        stats["no_filter_chain_match"] = lst.no_filter_chain_match  # closed: no chain took them
     for factory in lst.filter_factories:
         if isinstance(factory, ProxyFilterFactory):
             stats.update(factory.ctx.stats.snapshot())

@@ -336,7 +336,18 @@ EFFECT: dict[type, dict[str, str]] = {
         "filters": "runtime/builder.py",
         "tls_context": "runtime/builder.py",
         "tls_context_set": "runtime/builder.py",
+        "filter_chain_match": "runtime/builder.py",
     },
+    m.FilterChainMatchConfig: {
+        "destination_port": "net/filterchain.py",
+        "prefix_ranges": "net/filterchain.py",
+        "server_names": "net/filterchain.py",
+        "transport_protocol": "net/filterchain.py",
+        "application_protocols": "net/filterchain.py",
+        "source_prefix_ranges": "net/filterchain.py",
+        "source_ports": "net/filterchain.py",
+    },
+    m.CidrRangeConfig: {"address_prefix": "config/models.py", "prefix_len": "config/models.py"},
     m.TLSConfig: {
         "status": "runtime/builder.py",
         "server_name": "net/tls.py",
