@@ -481,3 +481,26 @@ async def test_send_all_of_4mib_to_a_slow_reader_applies_backpressure() -> None:
     assert received == payload
     client.close()
     server.close()
+
+
+async def test_a_backlog_of_clients_is_accepted_in_a_few_scheduler_turns() -> None:
+    """Clients waiting in the backlog are all accepted at once, not one per scheduler
+    turn: under load a turn lasts as long as every connection's batch, so one accept per
+    turn left new clients waiting seconds for their first answer."""
+    factory = Factory()
+    lst = Listener("burst", f"{LOCALHOST}:0", [factory], idle_timeout=None)
+    clients: list[socket.socket] = []
+    async with serving(lst):
+        turns = 0
+        try:
+            for _ in range(40):  # connected by the kernel, waiting in the backlog
+                c = socket.create_connection((LOCALHOST, lst.port))
+                clients.append(c)
+            with trio.fail_after(5):
+                while lst.connections_total < 40:
+                    await trio.lowlevel.checkpoint()  # one per scheduler turn
+                    turns += 1
+            assert turns <= 5, f"{turns} scheduler turns to accept 40 waiting clients"
+        finally:
+            for c in clients:
+                c.close()
