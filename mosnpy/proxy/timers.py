@@ -41,9 +41,6 @@ class Timer:
         self.seq = seq
         self.callback: Callable[[], None] | None = callback
 
-    def __lt__(self, other: Timer) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
-
     def cancel(self) -> None:
         if self.callback is not None:
             self.callback = None
@@ -57,7 +54,8 @@ class Timers:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self.nursery = nursery
-        self._heap: list[Timer] = []
+        #: (deadline, seq, timer): tuples, so the heap compares in C
+        self._heap: list[tuple[float, int, Timer]] = []
         self._seq = 0
         self._dead = 0
         self._running = False
@@ -71,18 +69,18 @@ class Timers:
         self._seq += 1
         timer = Timer(self, deadline, self._seq, callback)
         heap = self._heap
-        heapq.heappush(heap, timer)
+        heapq.heappush(heap, (deadline, self._seq, timer))
         if not self._running:
             self._running = True
             self.nursery.start_soon(self._run)
-        elif heap[0] is timer and self._scope is not None:
+        elif heap[0][2] is timer and self._scope is not None:
             self._scope.deadline = deadline
         if self._dead > 64 and self._dead > len(heap) // 2:
             self._compact()
         return timer
 
     def _compact(self) -> None:
-        self._heap = [t for t in self._heap if t.callback is not None]
+        self._heap = [entry for entry in self._heap if entry[2].callback is not None]
         heapq.heapify(self._heap)
         self._dead = 0
 
@@ -91,12 +89,12 @@ class Timers:
         try:
             while True:
                 heap = self._heap
-                while heap and heap[0].callback is None:
+                while heap and heap[0][2].callback is None:
                     heapq.heappop(heap)
                     self._dead -= 1
                 if not heap:
                     return
-                top = heap[0]
+                top = heap[0][2]
                 if top.deadline > trio.current_time():
                     with trio.CancelScope(deadline=top.deadline) as self._scope:
                         await trio.sleep_forever()
