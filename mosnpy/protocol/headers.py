@@ -8,6 +8,10 @@ A codec may build a map with :meth:`HeaderMap.from_raw`, giving it the exact hea
 block it parsed.  As long as nobody edits the map, :attr:`HeaderMap.raw` still holds
 those bytes and the encoder writes them back unchanged (one ``bytes`` join instead of
 re-serialising every line).  The first edit drops ``raw``: copy on write.
+
+:attr:`HeaderMap.wire` is the same idea for HTTP/2: the regular field pairs exactly as
+they were received (and checked), which an HTTP/2 stream connection sends on as they
+are while nobody edited the map.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ class HeaderMap(MutableMapping[str, str]):
     value; ``m[name] = v`` replaces all values; :meth:`add` appends one.
     """
 
-    __slots__ = ("_items", "raw")
+    __slots__ = ("_items", "raw", "wire")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
         #: The wire bytes of the header block this map was parsed from, while unedited.
         self.raw: bytes | None = None
+        #: HTTP/2: the regular fields as received (bytes pairs), while unedited.
+        self.wire: list[tuple[bytes, bytes]] | None = None
 
     @classmethod
     def from_raw(cls, items: list[tuple[str, str]], raw: bytes) -> HeaderMap:
@@ -38,6 +44,7 @@ class HeaderMap(MutableMapping[str, str]):
         m = cls.__new__(cls)
         m._items = items
         m.raw = raw
+        m.wire = None
         return m
 
     # -- reading -----------------------------------------------------------------
@@ -97,7 +104,7 @@ class HeaderMap(MutableMapping[str, str]):
 
     def __setitem__(self, name: str, value: str) -> None:
         name = name.lower()
-        self.raw = None
+        self.raw = self.wire = None
         out: list[tuple[str, str]] = []
         placed = False
         for k, v in self._items:
@@ -113,7 +120,7 @@ class HeaderMap(MutableMapping[str, str]):
 
     def add(self, name: str, value: str) -> None:
         """Append one more value for ``name``."""
-        self.raw = None
+        self.raw = self.wire = None
         self._items.append((name.lower(), value))
 
     def __delitem__(self, name: str) -> None:
@@ -121,7 +128,7 @@ class HeaderMap(MutableMapping[str, str]):
         kept = [(k, v) for k, v in self._items if k != name]
         if len(kept) == len(self._items):
             raise KeyError(name)
-        self.raw = None
+        self.raw = self.wire = None
         self._items = kept
 
     def discard(self, name: str) -> None:
@@ -132,7 +139,9 @@ class HeaderMap(MutableMapping[str, str]):
     def copy(self) -> HeaderMap:
         if self.raw is not None:
             return HeaderMap.from_raw(list(self._items), self.raw)
-        return HeaderMap(self._items)
+        m = HeaderMap(self._items)
+        m.wire = self.wire
+        return m
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, HeaderMap):

@@ -1402,3 +1402,61 @@ def test_slow_but_moving_reader_is_not_reset_as_stalled() -> None:
         events += sc.on_timer(t)
     assert [e for e in events if isinstance(e, StreamReset)] == []
     assert moved == 6000 and sc.buffered(1) == 4000
+
+
+def test_a_received_request_goes_on_as_received_until_edited() -> None:
+    """h2 → h2: an unedited request's fields go upstream as they came (a never-indexed
+    field stays never-indexed, split cookies stay split, host becomes :authority); one
+    edit and the map is encoded again from its text."""
+    from hpack import Decoder, NeverIndexedHeaderTuple
+
+    sc = H2ServerStreamConnection()
+    down = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None, normalize_outbound_headers=False)
+    )
+    down.initiate_connection()
+    sc.dispatch(down.data_to_send())
+    down.receive_data(sc.data_to_send())
+    sc.dispatch(down.data_to_send())
+    down.send_headers(
+        1,
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"svc.local"),
+            (b":path", b"/p"),
+            (b"cookie", b"a=1"),
+            NeverIndexedHeaderTuple(b"authorization", b"secret"),
+            (b"cookie", b"b=2"),
+            (b"host", b"svc.local"),
+            (b"te", b"trailers"),
+        ],
+        end_stream=True,
+    )
+    (req,) = sc.dispatch(down.data_to_send())
+    assert isinstance(req, RequestReceived)
+    assert req.headers.get("cookie") == "a=1; b=2"  # one field for an HTTP/1 upstream
+    assert req.headers.wire is not None
+    cc, _ = client_pair()
+    cc.start(0.0)
+    decoder = Decoder()
+
+    def sent_block() -> list[tuple[bytes, bytes]]:
+        (head,) = of_type(frames(cc.data_to_send()), HeadersFrame)
+        return [(bytes(n), bytes(v)) for n, v in decoder.decode(head.data, raw=True)]
+
+    cc.send_headers(cc.new_stream(), req.headers, end_stream=True)
+    assert sent_block()[3:] == [
+        (b":path", b"/p"),
+        (b"cookie", b"a=1"),
+        (b"authorization", b"secret"),
+        (b"cookie", b"b=2"),
+        (b"te", b"trailers"),
+    ]
+    assert not any(e[0] == b"authorization" for e in decoder.header_table.dynamic_entries)
+    # edited: encoded from the map (cookies joined, like any map)
+    req.headers["x-added"] = "1"
+    assert req.headers.wire is None
+    cc.send_headers(cc.new_stream(), req.headers, end_stream=True)
+    block = sent_block()
+    assert (b"x-added", b"1") in block and block.count((b"cookie", b"a=1; b=2")) == 1

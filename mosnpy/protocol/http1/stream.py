@@ -79,6 +79,7 @@ class Http1RequestHeaders(RequestHeaders):
         headers = head.headers
         self._items = headers._items
         self.raw = headers.raw
+        self.wire = None
         self.method = head.method
         self.target = head.target
         self.timeout = None
@@ -94,6 +95,7 @@ class Http1ResponseHeaders(HeaderMap):
         headers = head.headers
         self._items = headers._items
         self.raw = headers.raw
+        self.wire = None
         self.head = head
 
 

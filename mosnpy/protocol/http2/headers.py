@@ -29,6 +29,10 @@ __all__ = [
 
 Pairs = list[tuple[bytes, bytes]]
 
+#: what a received (checked) block may hold that does not go out as it is
+_WIRE_DROP = frozenset({b"host"})
+_WIRE_DROP_TE = frozenset({b"host", b"te"})
+
 _CONNECTION_SPECIFIC = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings", "host"}
 )
@@ -43,6 +47,22 @@ class H2RequestHeaders(RequestHeaders):
         super().__init__(items, method=method, target=target)
         self.scheme = scheme
 
+    @classmethod
+    def received(
+        cls, items: list[tuple[str, str]], wire: Pairs, *, method: str, target: str, scheme: str
+    ) -> H2RequestHeaders:
+        """A checked block's map: ``items`` are lower-case already, ``wire`` the regular
+        fields as received (sent on as they are while the map is unedited)."""
+        m = cls.__new__(cls)
+        m._items = items
+        m.raw = None
+        m.wire = wire
+        m.method = method
+        m.target = target
+        m.timeout = None
+        m.scheme = scheme
+        return m
+
 
 class H2ResponseHeaders(HeaderMap):
     """A response's regular headers; ``status`` is its ``:status`` on the wire (for a
@@ -53,6 +73,16 @@ class H2ResponseHeaders(HeaderMap):
     def __init__(self, items: Iterable[tuple[str, str]], *, status: int) -> None:
         super().__init__(items)
         self.status = status
+
+    @classmethod
+    def received(cls, items: list[tuple[str, str]], wire: Pairs, *, status: int) -> H2ResponseHeaders:
+        """As :meth:`H2RequestHeaders.received`."""
+        m = cls.__new__(cls)
+        m._items = items
+        m.raw = None
+        m.wire = wire
+        m.status = status
+        return m
 
 
 def _bytes(text: str) -> bytes:
@@ -65,7 +95,16 @@ def _bytes(text: str) -> bytes:
 def regular_pairs(headers: HeaderMap, *, trailers_ok: bool = True) -> Pairs:
     """The headers HTTP/2 may carry: connection-specific ones dropped (also those the
     ``connection`` header names), pseudo headers left to the caller, ``te`` kept only
-    as ``trailers`` (and only when ``trailers_ok``)."""
+    as ``trailers`` (and only when ``trailers_ok``).
+
+    An unedited map received on HTTP/2 goes out as it came (its ``wire`` pairs were
+    checked then: no connection-specific field, ``te`` only ``trailers``), less
+    ``host`` (sent as ``:authority``) and a ``te`` that is not wanted.
+    """
+    wire = headers.wire
+    if wire is not None:
+        drop = _WIRE_DROP if trailers_ok else _WIRE_DROP_TE
+        return [pair for pair in wire if pair[0] not in drop]
     items = headers.items_all()
     listed: set[str] = set()
     for name, value in items:

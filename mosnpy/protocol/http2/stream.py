@@ -627,8 +627,9 @@ class H2ServerStreamConnection(_H2Base):
         if self._goaway_sent and sid > self._last_stream:
             self.h2.reset_stream(sid, _Codes.REFUSED_STREAM)  # opened after our GOAWAY
             return
+        raw = event.headers or []
         try:
-            pseudo, regular = request_block(event.headers or [])
+            pseudo, regular = request_block(raw)
         except MalformedHeaders as exc:
             self._resets += 1  # answered with a reset: it counts as one (rapid reset)
             if self._resets > self.settings.max_resets_per_second:
@@ -644,7 +645,9 @@ class H2ServerStreamConnection(_H2Base):
         else:
             authority = next((v for k, v in regular if k == "host"), "")
         target = pseudo.get(":path", "")
-        headers = H2RequestHeaders(regular, method=method, target=target, scheme=pseudo.get(":scheme", ""))
+        headers = H2RequestHeaders.received(
+            regular, list(raw[len(pseudo) :]), method=method, target=target, scheme=pseudo.get(":scheme", "")
+        )
         stream = _Stream()
         stream.grpc = grpc.is_grpc(headers.get("content-type"))
         end = event.stream_ended is not None
@@ -795,12 +798,13 @@ class H2ClientStreamConnection(_H2Base):
         if stream is None or not stream.remote_open:
             self.stray += 1
             return
+        raw = event.headers or []
         try:
-            wire, regular = response_block(event.headers or [])
+            wire, regular = response_block(raw)
         except MalformedHeaders as exc:
             self._malformed(sid, exc, events)
             return
-        headers = H2ResponseHeaders(regular, status=wire)
+        headers = H2ResponseHeaders.received(regular, list(raw[1:]), status=wire)
         end = event.stream_ended is not None
         status = wire
         if end and wire == 200 and grpc.is_grpc(headers.get("content-type")):

@@ -80,7 +80,7 @@ class XHeaders(HeaderMap):
     __slots__ = ("_lazy", "codec_name", "frame")
 
     def __init__(self, frame: XFrame, codec_name: str) -> None:
-        self.raw = None
+        self.raw = self.wire = None
         self.frame = frame
         self.codec_name = codec_name
         view = frame.header_view()
