@@ -1,7 +1,7 @@
 """mosnpy against the cheapest trio proxy doing the same job: every row, one run, one table.
 
     .venv/bin/python benchmarks/compare.py [--reps 3] [--duration 8] [--rows direct,nginx,floor,mosnpy]
-                                           [--suites http1,http2,dubbo,bolt,tls] [--baseline OTHER_CHECKOUT]
+                                           [--suites http1,http2,dubbo,bolt,tls,grpc] [--baseline OTHER_CHECKOUT]
 
 Suites and rows:
 
@@ -31,6 +31,14 @@ Suites and rows:
   rows).  Rows: ``nginx`` (``listen ... ssl``, 1 worker, keep-alive upstream), ``mosnpy``
   (the http1 config plus ``tls_context`` on the filter chain).  No ``floor`` (there is
   no TLS floor) and no ``direct`` row.
+* ``grpc``: ``grpc_load.py load``, ``--grpc-threads`` (8) threads sharing one grpcio
+  channel, each making blocking unary calls one after another (so that many in flight)
+  with ``--grpc-size`` (64) byte messages, every answer checked equal to its request,
+  to ``grpc_load.py serve`` (a grpcio server, 8 worker threads, ``/bench.Echo/Unary``
+  echoing raw bytes).  Rows: ``direct`` and ``mosnpy`` (downstream_protocol ``Http2``,
+  upstream ``Http2``, one route on prefix ``/``).  No ``floor`` (there is no gRPC floor)
+  and no ``nginx`` row; under the table, ``rate / direct`` gives each row's calls/s
+  relative to ``direct``.  Needs grpcio (the ``test`` extra).
 * ``mosnpy+log`` (any suite): the ``mosnpy`` row with an access log on its listener
   (MOSN's default format, to a file in the log directory): its cost, in the same run.
 * ``--baseline PATH`` adds a row ``@NAME`` per suite: mosnpy from another checkout (e.g.
@@ -39,12 +47,13 @@ Suites and rows:
 
 The proxy runs alone on CPU 0 (taskset); backend, provider and load run on CPU 1.  Per
 row and repetition the proxy is started afresh, checked with one request (HTTP; h2c for
-http2) or a 1 s checked run (RPC), warmed up for 1 s (http2: 2 s, while the upstream
+http2) or a 1 s checked run (RPC, gRPC), warmed up for 1 s (http2: 2 s, while the upstream
 connections open), then measured.  Columns: requests (calls) per second; CPU µs per
 request = the proxy's user+sys time (/proc/PID/stat, summed over its session) during the
 measured run / requests completed; errors (wrk socket errors and non-2xx; h2load's
 failed requests: stream errors, timeouts, 4xx/5xx; RPC misroutes, mismatches, altered
-answers, lost calls, failed connections), summed over repetitions; and each row's CPU
+answers, lost calls, failed connections; gRPC failed calls (any non-OK status, deadline
+exceeded) and answers differing from their request), summed over repetitions; and each row's CPU
 per request and rate relative to the floor.  Cells are medians over ``--reps``;
 repetitions are interleaved so drift hits every row alike.  Compare rows of one run,
 never across runs.
@@ -57,6 +66,7 @@ kept (and named) when a row fails.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -81,9 +91,12 @@ PROXY_CPU, LOAD_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = b"Hello, world!"
 ROW_KINDS = ("direct", "nginx", "floor", "mosnpy", "mosnpy+log")
-SUITES = ("http1", "http2", "dubbo", "bolt", "tls")
-HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2", "tls": "Http1"}
+SUITES = ("http1", "http2", "dubbo", "bolt", "tls", "grpc")
+HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2", "tls": "Http1", "grpc": "Http2"}
+UPSTREAM_PROTOCOLS = {"grpc": "Http2"}  # the others leave mosnpy's default (Auto)
+NO_FLOOR = ("tls", "grpc")
 NEEDS_H2LOAD = "needs h2load (bash .ci/run installs nghttp2-client)"
+NEEDS_GRPCIO = "needs grpcio in this Python (pip install -e '.[test]')"
 START_TIMEOUT = 20.0
 
 
@@ -228,10 +241,12 @@ def mosnpy_config(
     protocol: str,
     access_log: Path | None = None,
     tls: tuple[Path, Path] | None = None,
+    upstream_protocol: str | None = None,
 ) -> dict[str, Any]:
     """One listener, one route, one cluster; RPC routes match on the ``service`` header;
     with ``access_log``, the listener logs every request there (MOSN's default format);
-    with ``tls`` (certificate chain, key), the listener terminates TLS (MOSN's ``tls_context``)."""
+    with ``tls`` (certificate chain, key), the listener terminates TLS (MOSN's ``tls_context``);
+    ``upstream_protocol`` sets the proxy's (left out: mosnpy's default, ``Auto``)."""
     tls_context = (
         {"tls_context": {"status": True, "cert_chain": str(tls[0]), "private_key": str(tls[1])}}
         if tls
@@ -273,6 +288,11 @@ def mosnpy_config(
                                         "type": "proxy",
                                         "config": {
                                             "downstream_protocol": protocol,
+                                            **(
+                                                {"upstream_protocol": upstream_protocol}
+                                                if upstream_protocol
+                                                else {}
+                                            ),
                                             "router_config_name": "bench",
                                         },
                                     }
@@ -354,6 +374,8 @@ class Bench:
     def rows(self, suite: str) -> list[str]:
         if suite == "tls":  # no TLS floor; direct would be the plain backend, not comparable
             rows = [r for r in self.args.rows if r not in ("direct", "floor")]
+        elif suite == "grpc":  # no gRPC floor; nginx is HTTP/1 only here
+            rows = [r for r in self.args.rows if r not in ("nginx", "floor")]
         else:
             rows = [r for r in self.args.rows if r != "nginx" or suite == "http1"]
         return rows + [f"@{path.name}" for path in self.args.baseline]
@@ -399,6 +421,8 @@ class Bench:
             argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
             return spawn(tag, argv, PROXY_CPU, self.logdir), port
         if row == "floor":
+            if suite in NO_FLOOR:
+                raise RowFailed(f"no {suite} floor")
             if suite == "http1":
                 argv = [sys.executable, str(HERE / "floors" / "http1_floor.py")]
             elif suite == "http2":
@@ -410,7 +434,8 @@ class Bench:
         cfg = self.logdir / f"{tag}.json"
         access_log = self.logdir / f"{tag}.access.log" if row == "mosnpy+log" else None
         protocol = HTTP_PROTOCOLS.get(suite, suite)
-        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, protocol, access_log, tls)))
+        upstream = UPSTREAM_PROTOCOLS.get(suite)
+        cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, protocol, access_log, tls, upstream)))
         if row in ("mosnpy", "mosnpy+log"):
             return spawn(tag, [*self.mosnpy_bin, "-c", str(cfg)], PROXY_CPU, self.logdir), port
         checkout = next(p for p in self.args.baseline if f"@{p.name}" == row)
@@ -438,6 +463,10 @@ class Bench:
             elif suite == "http2":
                 check_h2(port)
                 run_h2load(port, 2, self.args.connections, self.args.streams)  # warm-up
+            elif suite == "grpc":
+                warm = run_grpc_load(port, 1.0, self.args)
+                if warm["errors"] or not warm["calls"]:
+                    raise RowFailed(f"checked warm-up run failed: {warm}")
             else:
                 warm = run_rpc_load(suite, port, 1.0, self.args)
                 if warm["errors"] or not warm["calls"]:
@@ -449,6 +478,11 @@ class Bench:
             elif suite == "http2":
                 out = run_h2load(port, self.args.duration, self.args.connections, self.args.streams)
                 done, rate, errors = out["requests"], out["rps"], out["errors"]
+            elif suite == "grpc":
+                res = run_grpc_load(port, float(self.args.duration), self.args)
+                if not res["calls"]:
+                    raise RowFailed(f"no gRPC call completed: {res}")
+                done, rate, errors = res["calls"], res["calls_per_s"], res["errors"]
             else:
                 res = run_rpc_load(suite, port, float(self.args.duration), self.args)
                 done, rate, errors = res["completed"], res["calls_per_s"], res["errors"]
@@ -487,6 +521,12 @@ class Bench:
                     return
                 conf = nginx_config(self.logdir / f"backend-{port}", port, None, http2=True)
                 argv = [self.nginx, "-c", str(conf), "-p", str(conf.parent)]
+            elif suite == "grpc":
+                if importlib.util.find_spec("grpc") is None:
+                    for row in self.rows(suite):
+                        self.failures.setdefault((suite, row), []).append(NEEDS_GRPCIO)
+                    return
+                argv = [sys.executable, str(HERE / "grpc_load.py"), "serve", "--port", str(port)]
             else:
                 argv = [
                     sys.executable,
@@ -497,7 +537,20 @@ class Bench:
                     "--port",
                     str(port),
                 ]
-            stack.enter_context(running(spawn(f"{suite}-backend-{port}", argv, LOAD_CPU, self.logdir), port))
+            try:
+                stack.enter_context(
+                    running(spawn(f"{suite}-backend-{port}", argv, LOAD_CPU, self.logdir), port)
+                )
+            except (RowFailed, OSError) as exc:  # no backend: every row of the suite fails
+                why = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                for row in self.rows(suite):
+                    self.failures.setdefault((suite, row), []).append(f"backend: {why}")
+                print(
+                    f"[rep {rep + 1}/{self.args.reps}] {suite:5} backend FAILED: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
             for row in self.rows(suite):
                 key = (suite, row)
                 label = f"[rep {rep + 1}/{self.args.reps}] {suite:5} {row:12}"
@@ -535,6 +588,13 @@ class Bench:
                 "no floor row (no TLS floor), no direct row"
                 if "tls" in a.suites
                 else ""
+            )
+            + (
+                f"\ngrpc: grpc_load.py, {a.grpc_threads} threads x 1 unary call in flight on one channel, "
+                f"{a.grpc_size}-byte messages, grpcio server (8 workers); mosnpy Http2 -> Http2; "
+                "no floor row (no gRPC floor)"
+                if "grpc" in a.suites
+                else ""
             ),
             f"{'suite':6} {'row':14} {'req/s':>9} {'CPU µs/req':>11} {'errors':>7} {'CPU x floor':>12} {'rate / floor':>13}",
         ]
@@ -565,6 +625,15 @@ class Bench:
                     lines.append(
                         f"{suite:6} {hs_row:14} {med['hs_rate']:9.0f} {hs_cpu:>11} {hs_errors:7.0f} {'-':>12} {'-':>13}"
                     )
+            direct = self.median(suite, "direct")
+            if suite in NO_FLOOR and direct.get("rate"):
+                ratios = [
+                    f"{row} {self.median(suite, row)['rate'] / direct['rate']:.2f}"
+                    for row in self.rows(suite)
+                    if row != "direct" and (suite, row) in self.results
+                ]
+                if ratios:
+                    lines.append(f"{suite:6} rate / direct: {', '.join(ratios)}")
         for (suite, row), whys in self.failures.items():
             if (suite, row) in self.results:
                 lines.append(f"note: {suite} {row} failed in {len(whys)} rep(s): {whys[-1][:90]}")
@@ -710,6 +779,31 @@ def run_rpc_load(proto: str, port: int, duration: float, args: argparse.Namespac
     return result
 
 
+def run_grpc_load(port: int, duration: float, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        *pinned(LOAD_CPU),
+        sys.executable,
+        str(HERE / "grpc_load.py"),
+        "load",
+        "--port",
+        str(port),
+        "--duration",
+        str(duration),
+        "--threads",
+        str(args.grpc_threads),
+        "--size",
+        str(args.grpc_size),
+        "--timeout",
+        "5",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RowFailed(f"grpc_load printed nothing: {done.stderr.strip()[-500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -731,6 +825,10 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=10, help="h2load streams in flight per connection (http2)")
     ap.add_argument("--conns", type=int, default=4, help="RPC client connections")
     ap.add_argument("--inflight", type=int, default=32, help="RPC calls in flight per connection")
+    ap.add_argument(
+        "--grpc-threads", type=int, default=8, help="gRPC client threads = calls in flight (grpc)"
+    )
+    ap.add_argument("--grpc-size", type=int, default=64, help="gRPC request/answer bytes (grpc)")
     ap.add_argument(
         "--baseline",
         type=Path,
