@@ -26,6 +26,8 @@ import trio
 
 __all__ = [
     "MAX_CLIENT_HELLO",
+    "MAX_EXTENSIONS",
+    "MAX_RECORDS",
     "RAW_BUFFER",
     "TLS",
     "ClientHello",
@@ -42,6 +44,13 @@ RAW_BUFFER = "raw_buffer"
 
 #: the largest ClientHello handshake message waited for (Envoy's default limit)
 MAX_CLIENT_HELLO = 64 * 1024
+#: the most records one ClientHello may span: a client fills records up to 16 KiB, so
+#: even the largest ClientHello takes 5; a message dribbled in tiny records would make
+#: every peek parse them all again (quadratic, on the event loop)
+MAX_RECORDS = 16
+#: the most extensions read (real clients send a few dozen): bounds the work of a
+#: ClientHello packed with tiny ones
+MAX_EXTENSIONS = 256
 
 _HANDSHAKE_RECORD = 0x16
 _CLIENT_HELLO = 1
@@ -118,12 +127,16 @@ def parse_client_hello(data: bytes) -> ClientHello | int:
     (always more than ``len(data)``: ask again with that many).
 
     Raises:
-        ClientHelloTooLarge: it is longer than :data:`MAX_CLIENT_HELLO`.
+        ClientHelloTooLarge: it is longer than :data:`MAX_CLIENT_HELLO`, or spread over
+            more than :data:`MAX_RECORDS` records.
         ClientHelloError: the bytes are not a TLS ClientHello.
     """
     handshake = bytearray()
     pos = 0
+    records = 0
     while True:
+        if records == MAX_RECORDS:  # the message is not whole yet
+            raise ClientHelloTooLarge(f"a ClientHello spread over more than {MAX_RECORDS} records")
         if len(data) < pos + 5:
             return pos + 5
         if data[pos] != _HANDSHAKE_RECORD or data[pos + 1] != 3:
@@ -136,6 +149,7 @@ def parse_client_hello(data: bytes) -> ClientHello | int:
             return end
         handshake += data[pos + 5 : end]
         pos = end
+        records += 1
         if len(handshake) < 4:
             continue
         if handshake[0] != _CLIENT_HELLO:
@@ -159,7 +173,11 @@ def _client_hello(body: bytes) -> ClientHello:
     extensions = hello.vector16()
     server_name = ""
     alpn: tuple[str, ...] = ()
+    count = 0
     while not extensions.done:
+        count += 1
+        if count > MAX_EXTENSIONS:
+            raise ClientHelloError(f"more than {MAX_EXTENSIONS} extensions")
         kind = extensions.u16()
         ext = extensions.vector16()
         if kind == _EXT_SERVER_NAME:
