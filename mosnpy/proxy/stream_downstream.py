@@ -208,13 +208,23 @@ class StreamDownStream(DownStream):
         return self._send_head(mc)
 
     async def _connect(self, pool: MultiplexPool, probe: bool) -> Phase:
-        try:
-            mc = await pool.connection(probe=probe)
-        except OverflowError_ as exc:
-            return self._reply(replies.overflow(str(exc)))
-        except ConnectFailedError as exc:
-            log.info("stream %s: %s", self.stream.id, exc)
-            return self._upstream_failed(ResetReason.CONNECTION_FAILED, str(exc))
+        # A request that waits for a connection (one being dialed, or its turn in the
+        # pending queue) waits no longer than its own timeout: otherwise a queue behind
+        # slow requests of other routes would hold it for their timeouts in turn.
+        deadline = self.global_deadline  # set once a try went out (a retry's wait)
+        if deadline == _INF:
+            deadline = trio.current_time() + self.global_timeout
+        with trio.move_on_at(deadline) as waited:
+            try:
+                mc = await pool.connection(probe=probe)
+            except OverflowError_ as exc:
+                return self._reply(replies.overflow(str(exc)))
+            except ConnectFailedError as exc:
+                log.info("stream %s: %s", self.stream.id, exc)
+                return self._upstream_failed(ResetReason.CONNECTION_FAILED, str(exc))
+        if waited.cancelled_caught:
+            why = f"no upstream connection free within the {self.global_timeout:g}s timeout"
+            return self._upstream_failed(ResetReason.GLOBAL_TIMEOUT, why)
         if self.completed:
             if not mc.listeners:
                 pool.released(mc)  # unused: another stream may have it

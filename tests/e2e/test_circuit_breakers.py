@@ -185,3 +185,46 @@ async def test_rpc_third_concurrent_call_gets_the_overflow_reply_at_once() -> No
                     await client.stream.aclose()
             provider.kill()
             nursery.cancel_scope.cancel()
+
+
+async def test_http1_a_queued_request_waits_no_longer_than_its_own_timeout() -> None:
+    """A request queued behind a slow one of another route (one connection) gets 504
+    when its own route timeout is up, not after the slow one's answer."""
+    backend = SwitchBackend("slow")
+    backend.stall()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(backend.serve)
+            routes = [to("c", "/fast", timeout="500ms"), to("c", "/", timeout="20s")]
+            doc = http_config(0, {"c": [backend.address]}, routes)
+            doc["cluster_manager"]["clusters"][0]["circuit_breakers"] = [{"max_connections": 1}]
+            async with serving(MosnServer(parse_config(doc))) as server:
+                port = server.listener("http").port
+                cluster = server.clusters.get("c")
+                results: dict[str, tuple[httpx.Response, float]] = {}
+
+                async def request(name: str, path: str) -> None:
+                    def call() -> tuple[httpx.Response, float]:
+                        start = time.monotonic()
+                        with httpx.Client(trust_env=False, timeout=25) as client:
+                            response = client.get(f"http://127.0.0.1:{port}{path}")
+                        return response, time.monotonic() - start
+
+                    results[name] = await trio.to_thread.run_sync(call)
+
+                async with trio.open_nursery() as clients:
+                    clients.start_soon(request, "slow", "/")
+                    await wait_until(lambda: backend.requests == 1, "the slow request upstream")
+                    clients.start_soon(request, "fast", "/fast")
+                    await wait_until(lambda: cluster.pending.waiting == 1, "the fast one queued")
+                    await wait_until(lambda: "fast" in results, "the fast one answered", timeout=5)
+                    fast, took = results["fast"]
+                    assert fast.status_code == 504, fast.text
+                    assert 0.4 < took < 3.0, took
+                    assert "no upstream connection free" in fast.text
+                    assert cluster.pending.waiting == 0
+                    backend.release()
+                slow, _ = results["slow"]
+                assert slow.status_code == 200
+                assert backend.requests == 1  # the timed-out one never went upstream
+            nursery.cancel_scope.cancel()
