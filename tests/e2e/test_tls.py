@@ -10,6 +10,7 @@ backend, and a grpcio server.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import ssl
 import subprocess
@@ -413,3 +414,35 @@ def test_curl_httpx_and_openssl_reach_nginx_through_the_tls_listener(
             ).stdout
             assert "ALPN protocol: http/1.1" in out
             assert index in out
+
+
+def test_certificate_files_are_read_again_on_reload(certs: Certs, tmp_path: Path) -> None:
+    """Rotated certificate files (the same paths, a new certificate and key) are served
+    to new connections after SIGHUP; before it, the old one still is."""
+    import signal
+    import time
+
+    cert, key = tmp_path / "srv.crt", tmp_path / "srv.key"
+    shutil.copyfile(certs.a_cert, cert)
+    shutil.copyfile(certs.a_key, key)
+    port = free_port()
+    tls = {"tls_context": {"status": True, "cert_chain": str(cert), "private_key": str(key)}}
+    config = tmp_path / "mosnpy.json"
+    config.write_text(json.dumps(_config([_listener(port, tls)])))
+    old = ssl.PEM_cert_to_DER_cert(Path(certs.a_cert).read_text())
+    rotated = certs.ca.issue_cert("a.test", "127.0.0.1")
+    with run_mosnpy(config, ready_port=port) as proc:
+        assert _served_certificate(port, "a.test", certs) == old
+        cert.write_bytes(b"".join(blob.bytes() for blob in rotated.cert_chain_pems))
+        key.write_bytes(rotated.private_key_pem.bytes())
+        assert _served_certificate(port, "a.test", certs) == old  # files are read on reload only
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded the config" not in proc.output():
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.02)
+        new = _served_certificate(port, "a.test", certs)
+        assert new == ssl.PEM_cert_to_DER_cert(rotated.cert_chain_pems[0].bytes().decode())
+        assert new != old
+        done = _curl("--cacert", certs.ca_pem, f"https://127.0.0.1:{port}/")
+        assert done.returncode == 0 and done.stdout == "hello over tls\n", done.stderr

@@ -8,8 +8,11 @@ h2's :class:`~h2.connection.H2Connection` is already a sans-I/O stream connectio
 
 * **Headers.**  Pseudo headers become attributes (:mod:`.headers`); connection-specific
   headers from an HTTP/1 peer are dropped on the way out; ``:authority`` ↔ ``host``.
-  h2 validates what peers send; what we send is built valid here, so h2's outbound
-  validation and normalisation are off (they cost as much as the rest of a request).
+  What peers send is checked here in one pass (:mod:`.validate`, h2's rules; a
+  malformed block resets its stream, RFC 9113 §8.1.1) and h2's own inbound checks are
+  off; what we send is built valid, so h2's outbound validation and normalisation are
+  off too (they cost as much as the rest of a request).  An unedited received map goes
+  on as its received field pairs (``HeaderMap.wire``).
 * **Flow control end to end.**  Received DATA is acknowledged (the window reopened)
   only when the proxy says it was passed on (:meth:`consumed`), so a slow reader on
   the other side slows this peer down instead of filling memory.  What we send beyond
