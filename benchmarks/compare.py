@@ -771,12 +771,7 @@ def run_rpc_load(proto: str, port: int, duration: float, args: argparse.Namespac
         "--drain",
         "3",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
-    lines = done.stdout.strip().splitlines()
-    if not lines:
-        raise RowFailed(f"rpc_load printed nothing: {done.stderr.strip()[-500:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return run_json_tool("rpc_load", cmd, duration + 30)
 
 
 def run_grpc_load(port: int, duration: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -796,10 +791,15 @@ def run_grpc_load(port: int, duration: float, args: argparse.Namespace) -> dict[
         "--timeout",
         "5",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    return run_json_tool("grpc_load", cmd, duration + 30)
+
+
+def run_json_tool(tool: str, cmd: list[str], timeout: float) -> dict[str, Any]:
+    """Run a load tool that ends with one JSON line of results; that line."""
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = done.stdout.strip().splitlines()
     if not lines:
-        raise RowFailed(f"grpc_load printed nothing: {done.stderr.strip()[-500:]}")
+        raise RowFailed(f"{tool} printed nothing: {done.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 

@@ -7,8 +7,10 @@ ClientHello (0.3-0.4 ms against 0.04 ms for a real one; 230 ms against 30 ms for
 64 KiB one of tiny extensions).  This module declares the same wire format with
 ``construct`` (RFC 8446 §5.1 records, §4 handshake header, §4.1.2 ClientHello, RFC
 6066 §3 server names, RFC 7301 §3.1 ALPN) and parses with it
-(:func:`parse_client_hello_spec`, same contract); the test suite holds the two equal
-on drawn, mutated and real ClientHellos, and builds its ClientHellos with these specs.
+(:func:`parse_client_hello_spec`, same contract, the records gathered by the
+inspector's own code); the test suite holds the two equal on drawn, mutated and real
+ClientHellos, and builds its ClientHellos (records and handshake headers included)
+with these specs.
 
 The specs check what finding the name and protocols needs (every length prefix and
 every vector filled exactly), not the RFC's size bounds nor the fields nothing here
@@ -39,18 +41,13 @@ from construct import (
 )
 
 from mosnpy.net.tls_inspector import (
-    _CLIENT_HELLO,
     _EXT_ALPN,
     _EXT_SERVER_NAME,
-    _HANDSHAKE_RECORD,
-    _MAX_RECORD,
     _SNI_HOST_NAME,
-    MAX_CLIENT_HELLO,
     MAX_EXTENSIONS,
-    MAX_RECORDS,
     ClientHello,
     ClientHelloError,
-    ClientHelloTooLarge,
+    client_hello_body,
 )
 
 __all__ = [
@@ -136,53 +133,15 @@ CLIENT_HELLO_BODY = Struct(
 
 
 def parse_client_hello_spec(data: bytes) -> ClientHello | int:
-    """The ClientHello at the start of ``data`` (the first bytes of a connection), or,
-    when ``data`` holds only part of it, how many bytes of the stream it needs at least
-    (always more than ``len(data)``: ask again with that many).
+    """:func:`~mosnpy.net.tls_inspector.parse_client_hello` with the message body parsed
+    by :data:`CLIENT_HELLO_BODY`.  The records are gathered by the inspector's own
+    :func:`~mosnpy.net.tls_inspector.client_hello_body` (control flow over 5-byte
+    headers, not a field layout: the two parsers differ only in how the body is read).
 
-    The message may span several handshake records: their headers are parsed with
-    :data:`TLS_RECORD_HEADER` and their fragments joined here, in plain Python, so that
-    a record still missing is an answer ("this many bytes") rather than an error; the
-    joined message is parsed with :data:`HANDSHAKE_HEADER` and, once all of it is in,
-    :data:`CLIENT_HELLO_BODY`.  Whatever follows the ClientHello is not read.
-
-    Raises:
-        ClientHelloTooLarge: it is longer than :data:`MAX_CLIENT_HELLO`, or spread over
-            more than :data:`MAX_RECORDS` records.
-        ClientHelloError: the bytes are not a TLS ClientHello.
+    Raises: as ``parse_client_hello``.
     """
-    handshake = bytearray()  # the fragments of the records so far
-    size = -1  # the ClientHello body's length, once its header is in
-    pos = 0
-    records = 0
-    while True:
-        if records == MAX_RECORDS:  # the message is not whole yet
-            raise ClientHelloTooLarge(f"a ClientHello spread over more than {MAX_RECORDS} records")
-        if len(data) < pos + 5:
-            return pos + 5
-        record = TLS_RECORD_HEADER.parse(data[pos : pos + 5])
-        if record.content_type != _HANDSHAKE_RECORD or record.legacy_record_version >> 8 != 3:
-            raise ClientHelloError("not a TLS handshake record")
-        length: int = record.length
-        if not 0 < length <= _MAX_RECORD:
-            raise ClientHelloError(f"bad TLS record length {length}")
-        end = pos + 5 + length
-        if len(data) < end:
-            return end
-        handshake += data[pos + 5 : end]
-        pos = end
-        records += 1
-        if size < 0 and len(handshake) >= 4:
-            header = HANDSHAKE_HEADER.parse(bytes(handshake[:4]))
-            if header.msg_type != _CLIENT_HELLO:
-                raise ClientHelloError(
-                    f"the first handshake message is of type {header.msg_type}, not ClientHello"
-                )
-            size = header.length
-            if size > MAX_CLIENT_HELLO:
-                raise ClientHelloTooLarge(f"a ClientHello of {size} bytes (at most {MAX_CLIENT_HELLO})")
-        if 0 <= size <= len(handshake) - 4:
-            return _client_hello_spec(bytes(handshake[4 : 4 + size]))
+    body = client_hello_body(data)
+    return body if isinstance(body, int) else _client_hello_spec(body)
 
 
 def _client_hello_spec(body: bytes) -> ClientHello:

@@ -35,6 +35,7 @@ __all__ = [
     "ClientHelloTooLarge",
     "Inspection",
     "inspect",
+    "client_hello_body",
     "parse_client_hello",
 ]
 
@@ -131,6 +132,18 @@ def parse_client_hello(data: bytes) -> ClientHello | int:
             more than :data:`MAX_RECORDS` records.
         ClientHelloError: the bytes are not a TLS ClientHello.
     """
+    body = client_hello_body(data)
+    return body if isinstance(body, int) else _client_hello(body)
+
+
+def client_hello_body(data: bytes) -> bytes | int:
+    """The body of the ClientHello message at the start of ``data``, gathered from the
+    fragments of as many handshake records as it spans, or how many bytes of the stream
+    it needs at least (a record still missing is an answer, not an error).  Whatever
+    follows the message is not read.
+
+    Raises: as :func:`parse_client_hello`.
+    """
     handshake = bytearray()
     pos = 0
     records = 0
@@ -158,7 +171,7 @@ def parse_client_hello(data: bytes) -> ClientHello | int:
         if size > MAX_CLIENT_HELLO:
             raise ClientHelloTooLarge(f"a ClientHello of {size} bytes (at most {MAX_CLIENT_HELLO})")
         if len(handshake) >= 4 + size:
-            return _client_hello(bytes(handshake[4 : 4 + size]))
+            return bytes(handshake[4 : 4 + size])
 
 
 def _client_hello(body: bytes) -> ClientHello:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -26,6 +25,7 @@ import pytest
 import trustme
 
 from tests.support import PyBackend, free_port, run_mosnpy, start_py_backend
+from tests.support.tls import served_certificate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,18 +130,6 @@ def _https(certs: Certs, name: str, port: int, path: str = "/") -> subprocess.Co
     )
 
 
-def _served_certificate(port: int, name: str, certs: Certs) -> bytes:
-    """The leaf certificate mosnpy serves to a client asking for ``name`` (SNI)."""
-    context = ssl.create_default_context(cafile=certs.ca_pem)
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
-
-
 def test_two_server_names_get_their_own_certificates_and_reach_their_own_clusters(
     certs: Certs, backends: tuple[PyBackend, PyBackend]
 ) -> None:
@@ -153,7 +141,7 @@ def test_two_server_names_get_their_own_certificates_and_reach_their_own_cluster
         for name, answer in (("a.test", "backend A\n"), ("b.test", "backend B\n"), ("a.test", "backend A\n")):
             done = _https(certs, name, port)
             assert (done.returncode, done.stdout) == (0, answer), (name, done.stderr)
-            assert _served_certificate(port, name, certs) == certs.der(name)
+            assert served_certificate(port, name, certs.ca_pem) == certs.der(name)
         # httpx, with SNI given apart from the address it connects to; one client per
         # name, since a kept-alive connection stays on the chain its handshake chose
         context = ssl.create_default_context(cafile=certs.ca_pem)
@@ -176,7 +164,7 @@ def test_two_server_names_get_their_own_certificates_and_reach_their_own_cluster
         no_sni = _curl("--cacert", certs.ca_pem, f"https://127.0.0.1:{port}/")
         assert no_sni.returncode != 0
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            _served_certificate(port, "c.test", certs)
+            served_certificate(port, "c.test", certs.ca_pem)
         # the plaintext chain serves on the same port
         plain = _curl(f"http://127.0.0.1:{port}/")
         assert (plain.returncode, plain.stdout) == (0, "plaintext chain\n"), plain.stderr

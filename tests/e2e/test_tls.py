@@ -24,6 +24,7 @@ import trio
 import trustme
 
 from tests.support.procs import free_port, run_mosnpy
+from tests.support.tls import served_certificate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -186,7 +187,9 @@ def test_two_server_names_on_one_port_get_their_own_certificates(certs: Certs) -
             assert done.returncode == 0, (name, done.stderr)
             assert done.stdout == "hello over tls\n"
         for name, leaf in (("a.test", certs.a_cert), ("b.test", certs.b_cert)):
-            assert _served_certificate(port, name, certs) == ssl.PEM_cert_to_DER_cert(Path(leaf).read_text())
+            assert served_certificate(port, name, certs.ca_pem) == ssl.PEM_cert_to_DER_cert(
+                Path(leaf).read_text()
+            )
         if OPENSSL:
             out = subprocess.run(
                 [
@@ -199,20 +202,6 @@ def test_two_server_names_on_one_port_get_their_own_certificates(certs: Certs) -
                 timeout=20,
             ).stdout
             assert "Verify return code: 0 (ok)" in out
-
-
-def _served_certificate(port: int, name: str, certs: Certs) -> bytes:
-    """The leaf certificate mosnpy serves to a client asking for ``name`` (SNI)."""
-    import socket
-
-    context = ssl.create_default_context(cafile=certs.ca_pem)
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
 
 
 def test_a_required_client_certificate(certs: Certs) -> None:
@@ -432,16 +421,16 @@ def test_certificate_files_are_read_again_on_reload(certs: Certs, tmp_path: Path
     old = ssl.PEM_cert_to_DER_cert(Path(certs.a_cert).read_text())
     rotated = certs.ca.issue_cert("a.test", "127.0.0.1")
     with run_mosnpy(config, ready_port=port) as proc:
-        assert _served_certificate(port, "a.test", certs) == old
+        assert served_certificate(port, "a.test", certs.ca_pem) == old
         cert.write_bytes(b"".join(blob.bytes() for blob in rotated.cert_chain_pems))
         key.write_bytes(rotated.private_key_pem.bytes())
-        assert _served_certificate(port, "a.test", certs) == old  # files are read on reload only
+        assert served_certificate(port, "a.test", certs.ca_pem) == old  # files are read on reload only
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while "reloaded the config" not in proc.output():
             assert time.monotonic() < deadline, proc.output()
             time.sleep(0.02)
-        new = _served_certificate(port, "a.test", certs)
+        new = served_certificate(port, "a.test", certs.ca_pem)
         assert new == ssl.PEM_cert_to_DER_cert(rotated.cert_chain_pems[0].bytes().decode())
         assert new != old
         done = _curl("--cacert", certs.ca_pem, f"https://127.0.0.1:{port}/")

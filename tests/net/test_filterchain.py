@@ -43,6 +43,7 @@ from mosnpy.net.tls_inspector import (
     inspect,
     parse_client_hello,
 )
+from tests.net.test_listener import serving
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -459,16 +460,6 @@ def server_contexts(ca: trustme.CA) -> Iterator[dict[str, ssl.SSLContext]]:
 def tls_chain(name: str, context: ssl.SSLContext, factory: TagFactory) -> FilterChain:
     match = FilterChainMatch.from_config(FilterChainMatchConfig(server_names=[name]))
     return FilterChain((factory,), match, context, name=name)
-
-
-@asynccontextmanager
-async def serving(listener: Listener) -> AsyncIterator[Listener]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(listener.serve)
-        try:
-            yield listener
-        finally:
-            nursery.cancel_scope.cancel()
 
 
 async def tls_exchange(port: int, ca: trustme.CA, server_name: str) -> tuple[bytes, bytes]:
