@@ -62,6 +62,7 @@ RETRY_BACKOFF = 0.01
 
 _EMPTY_CHAIN = StreamFilterChain()
 _NEXT = NEXT
+_INF = float("inf")
 
 #: What a phase handler returns: the next phase, None (parked), or a wait for it.
 Step: TypeAlias = "Phase | Awaitable[Phase] | None"
@@ -103,6 +104,36 @@ class DownStream:
         super().__init_subclass__(**kwargs)
         cls._handlers = tuple(getattr(cls, _HANDLER_NAMES[p]) for p in ORDER)
 
+    # Per-request state.  The defaults live on the class and an instance stores only
+    # what changes, so starting a request costs a few stores, not thirty.
+    chain: StreamFilterChain = _EMPTY_CHAIN
+    cluster: Cluster | None = None
+    #: the cluster this request is counted against (``max_requests``)
+    counted: Cluster | None = None
+    finalized = False
+    host: Host | None = None
+    global_timeout = DEFAULT_GLOBAL_TIMEOUT
+    try_timeout = 0.0
+    global_deadline = _INF
+    try_deadline = _INF
+    #: when the request (this try) was fully sent upstream
+    sent_at = 0.0
+    retries_done = 0
+    retry_counted = False
+    response_started = False
+    #: keep the downstream connection open after this request
+    keep_alive = True
+    #: where the walk is (or parked)
+    phase = Phase.INIT
+    jumps = 0
+    completed = False
+    #: for the access log: body bytes from the client and to it, when the upstream's
+    #: response head arrived (kept only with access logs), MOSN's response flags
+    bytes_received = 0
+    bytes_sent = 0
+    responded_at = 0.0
+    response_flags = 0
+
     def __init__(self, ctx: ProxyContext, conn: Connection, stream: Stream) -> None:
         self.ctx = ctx
         self.conn = conn
@@ -111,34 +142,6 @@ class DownStream:
             self.chain = StreamFilterChain()
             for factory in ctx.stream_filters:
                 factory.create_filter_chain(self.chain)
-        else:
-            self.chain = _EMPTY_CHAIN
-        self.cluster: Cluster | None = None
-        #: the cluster this request is counted against (``max_requests``)
-        self.counted: Cluster | None = None
-        self.finalized = False
-        self.host: Host | None = None
-        self.global_timeout = DEFAULT_GLOBAL_TIMEOUT
-        self.try_timeout = 0.0
-        self.global_deadline = float("inf")
-        self.try_deadline = float("inf")
-        #: when the request (this try) was fully sent upstream
-        self.sent_at = 0.0
-        self.retries_done = 0
-        self.retry_counted = False
-        self.response_started = False
-        #: keep the downstream connection open after this request
-        self.keep_alive = True
-        #: where the walk is (or parked)
-        self.phase = Phase.INIT
-        self.jumps = 0
-        self.completed = False
-        #: for the access log: body bytes from the client and to it, when the upstream's
-        #: response head arrived (kept only with access logs), MOSN's response flags
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.responded_at = 0.0
-        self.response_flags = 0
 
     # -- the machine ---------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class DownStream:
                 return None
             if not isinstance(step, Phase):
                 step = await step
-            phase = self._transition(phase, step)
+            phase = step if step is _NEXT[phase.idx] else self._transition(phase, step)
         self.phase = end
         return end
 
@@ -179,20 +182,21 @@ class DownStream:
         has started), logged and counted: a client never hangs on a bug.
         """
         handlers = self._handlers
+        successor = _NEXT
         end = Phase.END
         try:
             while phase is not end:
                 step = handlers[phase.idx](self)
-                if step is None:
-                    self.phase = phase
-                    return
                 if not isinstance(step, Phase):
-                    nursery = self.conn.nursery
-                    assert nursery is not None, "parked streams need a connection nursery"
                     self.phase = phase
-                    nursery.start_soon(self._continue, phase, step)
+                    if step is not None:
+                        nursery = self.conn.nursery
+                        assert nursery is not None, "parked streams need a connection nursery"
+                        nursery.start_soon(self._continue, phase, step)
                     return
-                phase = self._transition(phase, step)
+                # The normal successor is always allowed; anything else is checked
+                # against the table (and counted, for backward jumps).
+                phase = step if step is successor[phase.idx] else self._transition(phase, step)
         except (ClientGone, ConnectionClosedError):
             self.keep_alive = False
             self._complete(True)
@@ -256,7 +260,7 @@ class DownStream:
         stats.requests_active -= 1
         answered = self.response_started and not gone
         stats.responses[(self.stream.response_status or 0) if answered else 0] += 1
-        now = trio.current_time()
+        now = self.conn.now()
         stats.request_time.observe(now - self.stream.start_time)
         if self.counted is not None and self.sent_at:
             self.counted.request_duration.observe(now - self.sent_at)
@@ -352,7 +356,7 @@ class DownStream:
             return
         self.finalized = True
         route = self.stream.route
-        if route is not None:
+        if route is not None and route.edits_request:
             route.apply_request_headers(self.stream.headers)
             self._apply_route(route)
 
@@ -361,11 +365,11 @@ class DownStream:
         headers = self.stream.headers
         g = route_timeout or DEFAULT_GLOBAL_TIMEOUT
         t = try_timeout
-        override = _milliseconds(headers.get("x-mosn-global-timeout"))
-        if override is not None:
+        value = headers.get("x-mosn-global-timeout")
+        if value is not None and (override := _milliseconds(value)) is not None:
             g = override or DEFAULT_GLOBAL_TIMEOUT
-        override = _milliseconds(headers.get("x-mosn-try-timeout"))
-        if override is not None:
+        value = headers.get("x-mosn-try-timeout")
+        if value is not None and (override := _milliseconds(value)) is not None:
             t = override
         self.global_timeout = g
         self.try_timeout = t if 0 < t < g else 0.0
@@ -424,10 +428,10 @@ class DownStream:
 
     def _start_timers(self) -> None:
         """Arm the timeouts once the request is fully sent (MOSN starts them there)."""
-        now = self.sent_at = trio.current_time()
-        if self.global_deadline == float("inf"):
+        now = self.sent_at = self.conn.now()
+        if self.global_deadline == _INF:
             self.global_deadline = now + self.global_timeout
-        self.try_deadline = now + self.try_timeout if self.try_timeout else float("inf")
+        self.try_deadline = now + self.try_timeout if self.try_timeout else _INF
 
     def _oneway(self) -> Step:
         return Phase.END if self._is_oneway() else Phase.WAIT_NOTIFY
@@ -449,7 +453,7 @@ class DownStream:
 
     def _deadline_phase(self) -> Phase:
         """A wait hit its deadline: the global timeout (504) or a per-try one."""
-        if trio.current_time() >= self.global_deadline:
+        if self.conn.now() >= self.global_deadline:
             return self._upstream_failed(ResetReason.GLOBAL_TIMEOUT, "upstream timeout")
         return self._upstream_failed(ResetReason.PER_TRY_TIMEOUT, "upstream per-try timeout")
 
@@ -468,7 +472,7 @@ class DownStream:
     def _can_retry(self, *, stale: bool, reason: ResetReason) -> bool:
         if not self._replayable() or reason is ResetReason.GLOBAL_TIMEOUT:
             return False
-        if trio.current_time() >= self.global_deadline:
+        if self.conn.now() >= self.global_deadline:
             return False
         if stale:
             return True  # a dead kept-alive connection: resend on a fresh one, free
@@ -540,7 +544,7 @@ class DownStream:
             s.response_status = s.local_reply.status
             s.response_headers = s.local_reply.headers
         elif self.ctx.access_logs:
-            self.responded_at = trio.current_time()  # the upstream's head is here
+            self.responded_at = self.conn.now()  # the upstream's head is here
         chain = self.chain
         if not chain.senders:
             return Phase.UP_RECV_HEADER

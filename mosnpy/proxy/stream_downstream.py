@@ -80,50 +80,55 @@ _UP_RECV_DATA = Phase.UP_RECV_DATA
 class StreamDownStream(DownStream):
     """One request/response through the proxy over stream connections."""
 
+    # Defaults on the class, as in DownStream: an instance stores what changes.
+    #: the request's own deadline (seconds), when its protocol carries one
+    own_timeout: float | None = None
+    oneway = False
+    body_size = 0
+    trailers: HeaderMap | None = None
+    #: pieces of ``body`` already queued on the current upstream attempt
+    body_sent = 0
+    upstream: MultiplexConnection | None = None
+    up_sid = 0
+    up_ended = False
+    response: ResponseReceived | None = None
+    response_ended = False
+    timer: Timer | None = None
+    #: body bytes received and not yet acknowledged to their sender (flow
+    #: control: acknowledged once passed on to a peer that keeps up)
+    down_unacked = 0
+    up_unacked = 0
+    _drain_waiting = False
+    #: bounds a request body that stalls before any answer (stream_idle_timeout):
+    #: checked every period against the pieces counted meanwhile
+    body_timer: Timer | None = None
+    body_pieces = 0
+
     def __init__(self, server: StreamServer, event: RequestReceived) -> None:
-        conn = server.conn
+        headers = event.headers
         stream = Stream(
             protocol=server.protocol.name,
-            headers=event.headers,
+            headers=headers,
             method=event.method,
             path=event.path,
             host=event.host,
-            downstream_address=conn.remote_address,
-            start_time=trio.current_time(),
+            downstream_address=server.conn.remote_address,
+            start_time=server.conn.now(),
         )
-        headers = event.headers
         if isinstance(headers, RequestHeaders):
             stream.variables["target"] = headers.target
-        super().__init__(server.ctx, conn, stream)
+        super().__init__(server.ctx, server.conn, stream)
         self.server = server
         self.sid = event.stream_id
-        self.oneway = event.oneway
-        #: the request's own deadline (seconds), when its protocol carries one
-        self.own_timeout = event.timeout
+        if event.oneway:
+            self.oneway = True
+        if event.timeout is not None:
+            self.own_timeout = event.timeout
         self.request_ended = event.end_stream
         #: body pieces received (kept for a retry while under the limit; None after)
         self.body: list[bytes] | None = []
-        self.body_size = 0
-        self.trailers: HeaderMap | None = None
-        #: pieces of ``body`` already queued on the current upstream attempt
-        self.body_sent = 0
-        self.upstream: MultiplexConnection | None = None
-        self.up_sid = 0
-        self.up_ended = False
-        self.response: ResponseReceived | None = None
         #: response body and trailers that arrived before the response could stream
         self.response_parts: list[StreamEvent] = []
-        self.response_ended = False
-        self.timer: Timer | None = None
-        #: body bytes received and not yet acknowledged to their sender (flow
-        #: control: acknowledged once passed on to a peer that keeps up)
-        self.down_unacked = 0
-        self.up_unacked = 0
-        self._drain_waiting = False
-        #: bounds a request body that stalls before any answer (stream_idle_timeout):
-        #: checked every period against the pieces counted meanwhile
-        self.body_timer: Timer | None = None
-        self.body_pieces = 0
 
     def __repr__(self) -> str:
         return f"<StreamDownStream {self.stream.protocol}#{self.sid} {self.phase.value}>"
@@ -176,8 +181,10 @@ class StreamDownStream(DownStream):
             self.up_unacked = 0
             up.touch()
         super()._finish()
-        self.server.unhold(self)
-        self.server.stream_done(self)
+        server = self.server
+        if server.held_by is self:
+            server.unhold(self)
+        server.stream_done(self)
 
     def _flush(self) -> None:
         flush_touched()
@@ -213,7 +220,7 @@ class StreamDownStream(DownStream):
         # slow requests of other routes would hold it for their timeouts in turn.
         deadline = self.global_deadline  # set once a try went out (a retry's wait)
         if deadline == _INF:
-            deadline = trio.current_time() + self.global_timeout
+            deadline = self.conn.now() + self.global_timeout
         with trio.move_on_at(deadline) as waited:
             try:
                 mc = await pool.connection(probe=probe)
@@ -232,7 +239,8 @@ class StreamDownStream(DownStream):
         return self._send_head(mc)
 
     def _send_head(self, mc: MultiplexConnection) -> Phase:
-        self.server.unhold(self)
+        if self.server.held_by is self:
+            self.server.unhold(self)
         sid = mc.open_stream(self)
         self.upstream = mc
         self.up_sid = sid
@@ -245,7 +253,7 @@ class StreamDownStream(DownStream):
         own = self.own_timeout
         if own is not None and own < _INF and isinstance(headers, RequestHeaders):
             # The request's own deadline goes on, less the time spent here.
-            headers.timeout = max(own - (trio.current_time() - self.stream.start_time), 0.0)
+            headers.timeout = max(own - (self.conn.now() - self.stream.start_time), 0.0)
         try:
             mc.sc.send_headers(sid, headers, end_stream=whole)
         except ProtocolConversionError as exc:
@@ -283,7 +291,7 @@ class StreamDownStream(DownStream):
         timeout = self.ctx.config.stream_idle_timeout
         seen = self.body_pieces
         self.body_timer = self.server.timers().arm(
-            trio.current_time() + timeout, lambda: self._on_body_timer(seen)
+            self.conn.now() + timeout, lambda: self._on_body_timer(seen)
         )
 
     def _on_body_timer(self, seen: int) -> None:
@@ -441,7 +449,7 @@ class StreamDownStream(DownStream):
         s = self.stream
         s.response_status = response.status
         s.response_headers = response.headers
-        if s.route is not None:
+        if s.route is not None and s.route.edits_response:
             s.route.apply_response_headers(response.headers)
         self.response_ended = response.end_stream
         if not response.end_stream and self.try_deadline < self.global_deadline:

@@ -57,7 +57,6 @@ class StreamServer(StreamIO):
         "_closed",
         "_closing",
         "_head_timer",
-        "_held_by",
         "_resume_pending",
         "_resumed",
         "_room",
@@ -68,6 +67,7 @@ class StreamServer(StreamIO):
         "_unheld",
         "ctx",
         "draining",
+        "held_by",
         "protocol",
         "streams",
         "upstream_protocol",
@@ -100,7 +100,7 @@ class StreamServer(StreamIO):
         self._resume_pending = False
         self._closing = False
         #: a stream whose body waits for an upstream: the reader pauses for it
-        self._held_by: StreamDownStream | None = None
+        self.held_by: StreamDownStream | None = None
         self._unheld: trio.Event | None = None
         #: the stream connection has timers of its own (HTTP/2: flood windows, stalls)
         self._timed = getattr(type(self.sc), "next_deadline", None) is not Outbox.next_deadline
@@ -161,7 +161,7 @@ class StreamServer(StreamIO):
             await self._room.wait()
         for io in slow:
             await io.conn.drain()  # an upstream (or this client) is not keeping up
-        while self._held_by is not None and not self.conn.closed:
+        while self.held_by is not None and not self.conn.closed:
             # A stream holds more body than it may while no upstream takes it.
             self._unheld = trio.Event()
             await self._unheld.wait()
@@ -227,7 +227,7 @@ class StreamServer(StreamIO):
     def _arm_head_timer(self) -> None:
         timeout = self.ctx.config.request_headers_timeout
         if timeout > 0:
-            self._head_timer = self.timers().arm(trio.current_time() + timeout, self._on_head_timeout)
+            self._head_timer = self.timers().arm(self.conn.now() + timeout, self._on_head_timeout)
 
     def _on_head_timeout(self) -> None:
         self._head_timer = None
@@ -258,7 +258,7 @@ class StreamServer(StreamIO):
         self._sc_deadline = _INF
         if self.conn.closed:
             return
-        events = self.sc.on_timer(trio.current_time())
+        events = self.sc.on_timer(self.conn.now())
         if events:
             self._busy = True
             try:
@@ -271,11 +271,11 @@ class StreamServer(StreamIO):
 
     def hold(self, ds: StreamDownStream) -> None:
         """Read no more from the client until ``ds`` has an upstream for its body."""
-        self._held_by = ds
+        self.held_by = ds
 
     def unhold(self, ds: StreamDownStream) -> None:
-        if self._held_by is ds:
-            self._held_by = None
+        if self.held_by is ds:
+            self.held_by = None
             if self._unheld is not None:
                 self._unheld.set()
                 self._unheld = None

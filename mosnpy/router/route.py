@@ -55,6 +55,8 @@ class Route:
         "_total_weight",
         "cluster_name",
         "direct_response",
+        "edits_request",
+        "edits_response",
         "header_matchers",
         "host_rewrite",
         "path_matcher",
@@ -101,6 +103,10 @@ class Route:
         self.virtual_host_name = virtual_host_name
         self._request_mutation = request_mutation or HeaderMutation()
         self._response_mutation = response_mutation or HeaderMutation()
+        #: whether finalising a request changes it (header edits, path or host rewrite),
+        #: and whether the response gets edits: a plain route skips both steps
+        self.edits_request = bool(self._request_mutation or prefix_rewrite or host_rewrite)
+        self.edits_response = bool(self._response_mutation)
 
         cum: list[int] = []
         total = 0

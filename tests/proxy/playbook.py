@@ -56,7 +56,7 @@ from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.xprotocol.registry import descriptor
 from mosnpy.proxy import stream_server
 from mosnpy.proxy.context import ProxyContext
-from mosnpy.proxy.phases import Phase, check
+from mosnpy.proxy.phases import ORDER, Phase, allowed
 from mosnpy.proxy.stream_downstream import StreamDownStream
 from mosnpy.proxy.stream_server import StreamServer
 from mosnpy.router import RouteTable
@@ -206,7 +206,8 @@ class MemoryConnection:
         self.values: dict[str, object] = {}
         self.closed = False
         self.write_backlog = 0
-        self.last_active = trio.current_time()
+        self.now = trio.lowlevel.current_clock().current_time
+        self.last_active = self.now()
         self.peer_closed = False
         self.sent = bytearray()
         self._listeners: list[Callable[[ConnectionEvent], None]] = []
@@ -315,30 +316,46 @@ def recording_jumps() -> Iterator[set[tuple[Phase, Phase]]]:
 class TracedDownStream(StreamDownStream):
     """A StreamDownStream that records its walk.
 
-    ``trace`` is every phase the stream entered, in order.  A step that did not go
-    through ``_transition`` (the table's check) still appears in ``trace`` and is also
-    listed in ``unchecked``.
+    ``trace`` is every phase the stream entered, in order: each phase handler is
+    wrapped to note its phase, and END is noted when the stream completes there.  The
+    machine checks only steps other than the normal successor against the table (the
+    normal successor is always allowed), so every consecutive pair of ``trace`` is
+    checked here once more: a step the table does not allow is listed in ``unchecked``.
     """
 
     def __init__(self, server: PlaybookServer, event: RequestReceived) -> None:
-        super().__init__(server, event)
         self.trace = [P.INIT]
         self.unchecked: list[tuple[Phase, Phase]] = []
+        super().__init__(server, event)
         server.pb.streams.append(self)
 
-    def _transition(self, phase: Phase, nxt: Phase) -> Phase:
-        got = super()._transition(phase, nxt)
-        if self.trace[-1] is not phase:
-            self._record(self.trace[-1], phase)
-            self.unchecked.append((self.trace[-1], phase))
-        check(phase, got)  # what the machine substitutes (the jump cap) obeys the table too
-        self._record(phase, got)
-        return got
-
-    def _record(self, src: Phase, dst: Phase) -> None:
-        self.trace.append(dst)
+    def _entered(self, phase: Phase) -> None:
+        src = self.trace[-1]
+        if src is phase:
+            return  # the walk went on in the phase it parked in
+        self.trace.append(phase)
+        if phase not in allowed(src):
+            self.unchecked.append((src, phase))
         for seen in _recorders:
-            seen.add((src, dst))
+            seen.add((src, phase))
+
+    def _complete(self, gone: bool) -> None:
+        if self.phase is P.END:
+            self._entered(P.END)
+        super()._complete(gone)
+
+
+def _traced(phase: Phase, handler: Callable[[Any], Any]) -> Callable[[TracedDownStream], Any]:
+    def run(ds: TracedDownStream) -> Any:
+        ds._entered(phase)
+        return handler(ds)
+
+    return run
+
+
+TracedDownStream._handlers = tuple(
+    _traced(p, h) for p, h in zip(ORDER, StreamDownStream._handlers, strict=True)
+)
 
 
 class PlaybookServer(StreamServer):
