@@ -104,10 +104,11 @@ class HeaderMap(MutableMapping[str, str]):
 
     def __setitem__(self, name: str, value: str) -> None:
         name = name.lower()
+        items = self._items  # (before raw goes: a lazy map splits its fields from it)
         self.raw = self.wire = None
         out: list[tuple[str, str]] = []
         placed = False
-        for k, v in self._items:
+        for k, v in items:
             if k == name:
                 if not placed:
                     out.append((k, value))
@@ -120,8 +121,9 @@ class HeaderMap(MutableMapping[str, str]):
 
     def add(self, name: str, value: str) -> None:
         """Append one more value for ``name``."""
+        items = self._items  # (before raw goes: a lazy map splits its fields from it)
         self.raw = self.wire = None
-        self._items.append((name.lower(), value))
+        items.append((name.lower(), value))
 
     def __delitem__(self, name: str) -> None:
         name = name.lower()

@@ -102,8 +102,17 @@ def _may_have_content_length(headers: HeaderMap, raw: bytes | None) -> bool:
     return "content-length" in headers
 
 
+#: ``encode_fields(raw_length=...)`` when nothing is known of the raw block's length field.
+UNKNOWN = -1
+
+
 def encode_fields(
-    headers: HeaderMap, framing: BodyFraming, content_length: int | None, *, request: bool
+    headers: HeaderMap,
+    framing: BodyFraming,
+    content_length: int | None,
+    *,
+    request: bool,
+    raw_length: int | None = UNKNOWN,
 ) -> bytes:
     """The header lines of a head sent with ``framing``, minus the blank line.
 
@@ -112,8 +121,20 @@ def encode_fields(
     content-length; NONE and CLOSE: no framing field at all (a content-length in the map
     is left out).  Hop-by-hop fields (and Expect on requests) are never written.
     Unedited parsed maps are written from ``raw`` whenever that is already right.
+
+    ``raw_length`` is what the codec knows of ``headers.raw`` from parsing it: the value
+    of its one Content-Length line, or None when it has none; then no field needs to be
+    looked up (a lazily split map stays unsplit).
     """
     raw = headers.raw
+    if raw is not None and raw_length != UNKNOWN:
+        if framing is BodyFraming.LENGTH:
+            if raw_length is not None and (content_length is None or content_length == raw_length):
+                return raw
+            if raw_length is None and content_length is not None:
+                return raw + b"content-length: %d\r\n" % content_length
+        elif raw_length is None:
+            return raw + b"transfer-encoding: chunked\r\n" if framing is BodyFraming.CHUNKED else raw
     skip = REQUEST_SKIP if request else RESPONSE_SKIP
     if framing is BodyFraming.LENGTH:
         if raw is not None and content_length is not None and not _may_have_content_length(headers, raw):

@@ -31,6 +31,7 @@ from mosnpy.protocol.http1._parse import (
 )
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
 from mosnpy.protocol.http1.events import BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
+from mosnpy.protocol.http1.fields import Http1Fields, scan_plain
 
 __all__ = ["Http1ClientCodec"]
 
@@ -89,7 +90,11 @@ class Http1ClientCodec(MessageReader):
         if framing is _CLOSE:
             raise Http1Error(500, "a request body cannot be delimited by closing the connection")
         line = _encode.request_line(head.method, head.target)
-        fields = _encode.encode_fields(head.headers, framing, head.content_length, request=True)
+        raw = head.raw
+        raw_length = head.content_length if raw is not None and head.headers.raw is raw else _encode.UNKNOWN
+        fields = _encode.encode_fields(
+            head.headers, framing, head.content_length, request=True, raw_length=raw_length
+        )
         self._pending.append(head.method == "HEAD")
         return b"".join((line, fields, b"\r\n"))
 
@@ -137,8 +142,8 @@ class Http1ClientCodec(MessageReader):
         if not self._pending:
             raise Http1Error(502, "response received with no request outstanding")
         block = data[start : end - 2]
-        lines = block.decode("latin-1").split("\r\n")
-        line0 = lines[0]
+        eol = block.find(b"\r\n")
+        line0 = block[:eol].decode("latin-1")
         proto, _, rest = line0.partition(" ")
         code, _, reason = rest.partition(" ")
         if proto == "HTTP/1.1":
@@ -154,7 +159,15 @@ class Http1ClientCodec(MessageReader):
             if status == 101 or upgrade:
                 raise Http1Error(502, "protocol upgrade (101) is not supported")
             return HEAD  # interim response: consumed; llhttp reads it as a whole message too
-        items, raw, cl, te, conn, _, _ = parse_fields(block, lines, 1, len(line0) + 2, RESPONSE_FIELDS, 502)
+        plain = scan_plain(block, eol + 2, False)
+        headers: HeaderMap
+        if plain is not None:
+            raw, cl, te, conn, _ = plain
+            headers = Http1Fields.unsplit(raw)
+        else:
+            lines = block.decode("latin-1").split("\r\n")
+            items, raw, cl, te, conn, _, _ = parse_fields(block, lines, 1, eol + 2, RESPONSE_FIELDS, 502)
+            headers = HeaderMap.from_raw(items, raw)
         keep_alive = is_keep_alive(version, conn)
         head_request = self._pending.popleft()
         n = None if cl is None else content_length(cl, 502)
@@ -175,7 +188,7 @@ class Http1ClientCodec(MessageReader):
         events.append(
             ResponseHead(
                 status,
-                HeaderMap.from_raw(items, raw),
+                headers,
                 reason=reason,
                 version=version,
                 keep_alive=keep_alive,

@@ -37,8 +37,10 @@ class RequestHead:
         "expect_continue",
         "framing",
         "headers",
+        "host",
         "keep_alive",
         "method",
+        "raw",
         "target",
         "version",
     )
@@ -49,6 +51,7 @@ class RequestHead:
         target: str,
         headers: HeaderMap,
         *,
+        host: str | None = None,
         version: str = "1.1",
         keep_alive: bool = True,
         framing: BodyFraming = BodyFraming.NONE,
@@ -58,6 +61,10 @@ class RequestHead:
         self.method = method
         self.target = target
         self.headers = headers
+        #: the Host value when the head's scan read it (None: ask ``headers``)
+        self.host = host
+        #: the header block as parsed (``headers.raw`` while unedited; None if not parsed)
+        self.raw = headers.raw
         self.version = version
         self.keep_alive = keep_alive
         self.framing = framing
@@ -77,7 +84,7 @@ class RequestHead:
 class ResponseHead:
     """A status line and headers (end-to-end headers only, as for requests)."""
 
-    __slots__ = ("content_length", "framing", "headers", "keep_alive", "reason", "status", "version")
+    __slots__ = ("content_length", "framing", "headers", "keep_alive", "raw", "reason", "status", "version")
 
     def __init__(
         self,
@@ -92,6 +99,8 @@ class ResponseHead:
     ) -> None:
         self.status = status
         self.headers = headers
+        #: the header block as parsed (``headers.raw`` while unedited; None if not parsed)
+        self.raw = headers.raw
         self.reason = reason
         self.version = version
         self.keep_alive = keep_alive

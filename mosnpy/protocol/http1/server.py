@@ -29,8 +29,11 @@ third of three pipelined requests is garbage, the first two are still delivered 
 the error is raised by the next ``receive_data`` call.  After any error the codec is
 dead and keeps raising the same ``Http1Error``; its ``status`` is the answer to send.
 
-The head's header lines are split once (the head is decoded as latin-1 in one call,
-then ``str.split``/``partition``).  Hop-by-hop fields (Connection, Keep-Alive,
+A plain head (no hop-by-hop field but a plain ``Connection``, no Expect or Upgrade)
+is scanned once by one regular expression that finds only its framing fields and Host
+(:mod:`.fields`); its other lines are split only if someone reads the map.  Any other
+head's lines are split at once (decoded as latin-1 in one call, then
+``str.split``/``partition``).  Either way, hop-by-hop fields (Connection, Keep-Alive,
 Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade and whatever Connection
 names) never reach the ``HeaderMap``; their meaning is in the head's ``keep_alive``,
 ``framing`` and ``content_length`` fields.  The map remembers the wire bytes of the
@@ -83,6 +86,7 @@ from mosnpy.protocol.http1._parse import (
 )
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
 from mosnpy.protocol.http1.events import BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
+from mosnpy.protocol.http1.fields import Http1Fields, scan_plain
 
 __all__ = ["Http1ServerCodec"]
 
@@ -151,8 +155,8 @@ class Http1ServerCodec(MessageReader):
 
     def _on_head(self, data: bytes, start: int, end: int, upgrade: bool, events: list[Event]) -> int:
         block = data[start : end - 2]
-        lines = block.decode("latin-1").split("\r\n")
-        line0 = lines[0]
+        eol = block.find(b"\r\n")
+        line0 = block[:eol].decode("latin-1")
         parts = line0.split(" ")
         if len(parts) != 3:
             if len(parts) == 2:
@@ -165,9 +169,19 @@ class Http1ServerCodec(MessageReader):
             version = "1.0"
         else:
             raise Http1Error(505, f"HTTP version {proto!r} is not supported")
-        items, raw, cl, te, conn, expect, upgrade_value = parse_fields(
-            block, lines, 1, len(line0) + 2, REQUEST_FIELDS, 400
-        )
+        plain = None if upgrade else scan_plain(block, eol + 2, True)
+        headers: HeaderMap
+        if plain is not None:
+            raw, cl, te, conn, host = plain
+            headers = Http1Fields.unsplit(raw)
+            expect = upgrade_value = None
+        else:
+            lines = block.decode("latin-1").split("\r\n")
+            items, raw, cl, te, conn, expect, upgrade_value = parse_fields(
+                block, lines, 1, eol + 2, REQUEST_FIELDS, 400
+            )
+            headers = HeaderMap.from_raw(items, raw)
+            host = None
         keep_alive = is_keep_alive(version, conn)
         if upgrade:
             self._refuse_or_ignore_upgrade(method, upgrade_value, cl, te)
@@ -194,7 +208,8 @@ class Http1ServerCodec(MessageReader):
             RequestHead(
                 method,
                 target,
-                HeaderMap.from_raw(items, raw),
+                headers,
+                host=host,
                 version=version,
                 keep_alive=keep_alive,
                 framing=framing,
@@ -291,6 +306,9 @@ class Http1ServerCodec(MessageReader):
             framing = _CLOSE_FRAMING
         if framing is _CLOSE_FRAMING or record & _CLOSE:
             keep_alive = False
+        # What parsing told of the unedited raw block: its Content-Length (or none).
+        raw = head.raw
+        raw_length = head.content_length if raw is not None and head.headers.raw is raw else _encode.UNKNOWN
         if status < 200 or status == 204 or status == 304:
             fields = _encode.fields_as_is(head.headers, request=False)
             out = _NONE
@@ -299,15 +317,19 @@ class Http1ServerCodec(MessageReader):
             if framing is _NONE:
                 fields = _encode.fields_as_is(head.headers, request=False)
             else:
-                fields = _encode.encode_fields(head.headers, framing, head.content_length, request=False)
+                fields = _encode.encode_fields(
+                    head.headers, framing, head.content_length, request=False, raw_length=raw_length
+                )
             out = _NONE
         elif framing is _NONE:
             # A response that may have a body but has none must say so, or the client
             # would read until the connection closes.
-            fields = _encode.encode_fields(head.headers, _LENGTH, 0, request=False)
+            fields = _encode.encode_fields(head.headers, _LENGTH, 0, request=False, raw_length=raw_length)
             out = _NONE
         else:
-            fields = _encode.encode_fields(head.headers, framing, head.content_length, request=False)
+            fields = _encode.encode_fields(
+                head.headers, framing, head.content_length, request=False, raw_length=raw_length
+            )
             out = framing
         if status >= 200:
             self._out = out

@@ -53,6 +53,7 @@ from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1.client import Http1ClientCodec
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
 from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
+from mosnpy.protocol.http1.fields import _ITEMS, LazyItems
 from mosnpy.protocol.http1.server import Http1ServerCodec
 
 __all__ = [
@@ -70,14 +71,15 @@ _CLOSE = BodyFraming.CLOSE
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-class Http1RequestHeaders(RequestHeaders):
-    """A parsed request's headers, carrying its head (version, framing, length)."""
+class Http1RequestHeaders(LazyItems, RequestHeaders):
+    """A parsed request's headers, carrying its head (version, framing, length); its
+    fields are split from the raw bytes only when read (:mod:`.fields`)."""
 
     __slots__ = ("head",)
 
     def __init__(self, head: RequestHead) -> None:
         headers = head.headers
-        self._items = headers._items
+        _ITEMS.__set__(self, _ITEMS.__get__(headers))  # None while unsplit
         self.raw = headers.raw
         self.wire = None
         self.method = head.method
@@ -86,21 +88,24 @@ class Http1RequestHeaders(RequestHeaders):
         self.head = head
 
 
-class Http1ResponseHeaders(HeaderMap):
-    """A parsed response's headers, carrying its head (status, reason, framing)."""
+class Http1ResponseHeaders(LazyItems, HeaderMap):
+    """A parsed response's headers, carrying its head (status, reason, framing); its
+    fields are split from the raw bytes only when read (:mod:`.fields`)."""
 
     __slots__ = ("head",)
 
     def __init__(self, head: ResponseHead) -> None:
         headers = head.headers
-        self._items = headers._items
+        _ITEMS.__set__(self, _ITEMS.__get__(headers))  # None while unsplit
         self.raw = headers.raw
         self.wire = None
         self.head = head
 
 
 def _request_host(head: RequestHead) -> str:
-    host = head.headers.get("host")
+    host = head.host
+    if host is None:
+        host = head.headers.get("host")
     if host is not None:
         return host
     target = head.target

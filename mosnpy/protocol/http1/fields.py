@@ -1,0 +1,170 @@
+"""Header fields of an HTTP/1 head, split only when someone reads them.
+
+Theory of operation
+-------------------
+A proxy forwards most heads without reading most of their fields: the route looks at
+the path and Host, the framing at Content-Length, Transfer-Encoding and Connection, and
+the rest travel on as the bytes they came in (``HeaderMap.raw``).  So the common head
+is scanned once, in C, by one regular expression that finds only the lines of those
+few fields (:func:`scan_plain`), and every other line stays unsplit until a filter, a
+header route or a log reads the map.  Then :class:`LazyItems` splits ``raw`` exactly
+as the full scan (:func:`~mosnpy.protocol.http1._parse.parse_fields`) would have, and
+the map behaves like any other from there on.  A head with anything unusual in it (a
+hop-by-hop field besides a plain ``Connection``, ``Expect``, ``Upgrade``, ``TE``, a
+repeated framing field, a Connection that names other fields) goes the full scan's
+way instead: :func:`scan_plain` says so by returning None.  A property test holds the
+two scans equal on every head the fast one accepts.
+
+A lazy map answers :meth:`LazyItems.get` for a field whose name does not even occur in
+the raw bytes without splitting anything: the proxy asks for headers that are usually
+absent (``x-mosn-global-timeout``) on every request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, overload
+
+from mosnpy.protocol.headers import HeaderMap
+
+__all__ = ["Http1Fields", "LazyItems", "Plain", "scan_plain", "split_raw"]
+
+#: The slot the lazy property stands in front of.
+_ITEMS: Any = HeaderMap.__dict__["_items"]
+
+#: One pass over a head block (request or status line first): every line of a field
+#: that steers framing, keep-alive or hop-by-hop handling, with its value.  Each match
+#: spans the CRLF before the line and the line itself, so cutting a span removes the
+#: line.  llhttp has already validated the block (token names, no obs-fold, no bare
+#: CR or LF), so ``[^\r\n]*`` is exactly the value with its surrounding whitespace.
+_SPECIAL = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|host|keep-alive|proxy-connection"
+    rb"|te|trailer|upgrade|expect):[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
+)
+_findall = _SPECIAL.findall
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+
+#: What a plain scan found: (raw, content-length, transfer-encoding, connection, host),
+#: the values as ``str`` (latin-1) with surrounding whitespace removed, or None.
+Plain = tuple[bytes, "str | None", "str | None", "str | None", "str | None"]
+
+
+def scan_plain(block: bytes, raw_start: int, request: bool) -> Plain | None:
+    """Find the framing fields of ``block`` (a head without its final blank line).
+
+    ``raw_start`` is where the first header line starts (after the request or status
+    line's CRLF).  Returns None when the head needs the full scan; else the raw bytes of
+    the lines that go on (Connection and Transfer-Encoding lines cut) and the values.
+    Host is read for requests only (a response's Host is an ordinary field).
+    """
+    cl = te = conn = host = None
+    cut: list[bytes] | None = None
+    for name, value in _findall(block, raw_start - 2):
+        lname = name.lower()
+        if lname == b"content-length":
+            if cl is not None:
+                return None  # repeated: the full scan refuses it
+            cl = value.rstrip(b" \t").decode("latin-1")
+            continue
+        if lname == b"host":
+            if not request:
+                continue
+            if host is not None:
+                return None
+            host = value.rstrip(b" \t").decode("latin-1")
+            continue
+        if lname == b"connection":
+            if conn is not None:
+                return None  # several: the full scan joins them
+            conn = value.rstrip(b" \t").decode("latin-1")
+            if conn.lower() not in _PLAIN_CONNECTION:
+                return None  # it may name other fields: the full scan sorts that out
+        elif lname == b"transfer-encoding":
+            if te is not None:
+                return None
+            te = value.rstrip(b" \t").decode("latin-1")
+        else:
+            return None  # Upgrade, Expect, TE and the other hop-by-hop fields
+        if cut is None:
+            cut = []
+        cut.append(name)
+    raw = block[raw_start:]
+    if cut is not None:
+        # Each cut name occurs once as a line start (a repeat went the full scan's way).
+        for name in cut:
+            start = (
+                raw.find(name + b":") if raw.startswith(name + b":") else raw.find(b"\r\n" + name + b":") + 2
+            )
+            end = raw.find(b"\r\n", start) + 2
+            raw = raw[:start] + raw[end:]
+    return raw, cl, te, conn, host
+
+
+def split_raw(raw: bytes) -> list[tuple[str, str]]:
+    """The (lower-case name, value) pairs of ``raw`` header lines, each with CRLF."""
+    if not raw:
+        return []
+    items: list[tuple[str, str]] = []
+    for line in raw.decode("latin-1").split("\r\n")[:-1]:
+        name, _, value = line.partition(":")
+        items.append((name.lower(), value.strip(" \t")))
+    return items
+
+
+class LazyItems(HeaderMap):
+    """A :class:`HeaderMap` whose ``_items`` may be None until read: then they are
+    split from ``raw`` on first use (see the module docstring).  A base for the HTTP/1
+    maps; it adds no slots, so it mixes with other maps."""
+
+    __slots__ = ()
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        items: list[tuple[str, str]] | None = _ITEMS.__get__(self)
+        if items is None:
+            raw = self.raw
+            items = split_raw(raw) if raw is not None else []
+            _ITEMS.__set__(self, items)
+        return items
+
+    @_items.setter
+    def _items(self, items: list[tuple[str, str]]) -> None:
+        _ITEMS.__set__(self, items)
+
+    @property
+    def split(self) -> bool:
+        """Whether the fields have been split from the raw bytes yet."""
+        return _ITEMS.__get__(self) is not None
+
+    @overload  # type: ignore[override]
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if _ITEMS.__get__(self) is None:
+            raw = self.raw
+            if raw is not None:
+                try:
+                    needle = name.lower().encode("latin-1")
+                except UnicodeEncodeError:
+                    return default  # no such name can be on the wire
+                if needle not in raw.lower():
+                    return default  # not even its bytes are there: nothing to split
+        return HeaderMap.get(self, name, default)  # type: ignore[arg-type]
+
+
+class Http1Fields(LazyItems):
+    """The header map of a head the plain scan read: split on first use."""
+
+    __slots__ = ()
+
+    @classmethod
+    def unsplit(cls, raw: bytes) -> Http1Fields:
+        m = cls.__new__(cls)
+        _ITEMS.__set__(m, None)
+        m.raw = raw
+        m.wire = None
+        return m
