@@ -77,13 +77,13 @@ class XHeaders(HeaderMap):
     it came, as MOSN does for protocols without header setters.
     """
 
-    __slots__ = ("_lazy", "codec_name", "frame")
+    __slots__ = ("_lazy", "_view", "codec_name", "frame")
 
     def __init__(self, frame: XFrame, codec_name: str) -> None:
         self.raw = self.wire = None
         self.frame = frame
         self.codec_name = codec_name
-        view = frame.header_view()
+        view = self._view = frame.header_view()
         self._lazy = type(view) is not dict
         if not self._lazy:
             _ITEMS.__set__(self, [(k.lower(), v) for k, v in view.items()])
@@ -92,7 +92,7 @@ class XHeaders(HeaderMap):
     def _items(self) -> list[tuple[str, str]]:
         if self._lazy:
             self._lazy = False
-            _ITEMS.__set__(self, [(k.lower(), v) for k, v in self.frame.header_view().items()])
+            _ITEMS.__set__(self, [(k.lower(), v) for k, v in self._view.items()])
         return _ITEMS.__get__(self)  # type: ignore[no-any-return]
 
     @_items.setter
@@ -108,7 +108,7 @@ class XHeaders(HeaderMap):
 
     def get(self, name: str, default: str | None = None) -> str | None:
         if self._lazy:
-            value = self.frame.header_view().get(name.lower())
+            value = self._view.get(name.lower())
             return default if value is None else value
         name = name.lower()
         for k, v in _ITEMS.__get__(self):

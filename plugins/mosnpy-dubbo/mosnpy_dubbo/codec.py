@@ -105,9 +105,13 @@ def _frame(raw: bytearray, flag: int, status: int, request_id: int) -> DubboFram
     return DubboFrame(raw, flag, status, request_id, kind, bool(flag & FLAG_EVENT))
 
 
+def _not_ours(frame: XFrame) -> TypeError:
+    return TypeError(f"not a dubbo frame: {frame!r}")
+
+
 def _own(frame: XFrame) -> DubboFrame:
     if not isinstance(frame, DubboFrame):
-        raise TypeError(f"not a dubbo frame: {frame!r}")
+        raise _not_ours(frame)
     return frame
 
 
@@ -137,14 +141,22 @@ class DubboCodec:
         del buf[:end]
         return _frame(raw, flag, status, request_id)
 
+    # The per-call methods check the frame's type inline (a call less each, per frame).
+
     def encode(self, frame: XFrame) -> bytes:
-        return bytes(_own(frame).raw)
+        if type(frame) is not DubboFrame:
+            raise _not_ours(frame)
+        return bytes(frame.raw)
 
     def get_request_id(self, frame: XFrame) -> int:
-        return _own(frame).request_id
+        if type(frame) is not DubboFrame:
+            raise _not_ours(frame)
+        return frame.request_id
 
     def set_request_id(self, frame: XFrame, request_id: int) -> None:
-        own = _own(frame)
+        if type(frame) is not DubboFrame:
+            raise _not_ours(frame)
+        own = frame
         _ID.pack_into(own.raw, _ID_OFFSET, request_id)
         own.request_id = request_id
 

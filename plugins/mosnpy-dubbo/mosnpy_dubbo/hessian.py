@@ -71,6 +71,15 @@ class Reader:
 
     def read_string(self) -> str | None:
         """A string, or None for null."""
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x20:
+            # The common case inline: a short string (one byte of length), all ASCII, so
+            # its UTF-16 units are its bytes.
+            end = pos + 1 + data[pos]
+            chunk = data[pos + 1 : end]
+            if end <= len(data) and chunk.isascii():
+                self.pos = end
+                return chunk.decode("ascii")
         tag = self._byte()
         if tag == 0x4E:
             return None
