@@ -115,8 +115,10 @@ class StreamDownStream(DownStream):
             downstream_address=server.conn.remote_address,
             start_time=server.conn.now(),
         )
-        if isinstance(headers, RequestHeaders):
-            stream.variables["target"] = headers.target
+        # (not isinstance: on a HeaderMap class that goes through ABCMeta, per request)
+        target = getattr(headers, "target", None)  # a RequestHeaders' request target
+        if target is not None:
+            stream.variables["target"] = target
         super().__init__(server.ctx, server.conn, stream)
         self.server = server
         self.sid = event.stream_id

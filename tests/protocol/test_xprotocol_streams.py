@@ -184,3 +184,27 @@ def test_descriptor_names_the_stream_connections_and_pool_mode() -> None:
     assert toy.server_stream_connection is not None and toy.client_stream_connection is not None
     assert isinstance(toy.server_stream_connection(), XServerStreamConnection)
     assert isinstance(toy.client_stream_connection(), XClientStreamConnection)
+
+
+class _CountingFrame(ToyFrame):
+    """A toy frame that counts how often its header view is decoded."""
+
+    views = 0
+
+    def header_view(self) -> dict[str, str]:
+        type(self).views += 1
+        return self.headers
+
+
+def test_a_frames_headers_are_decoded_only_when_read_and_looked_up_case_insensitively() -> None:
+    _CountingFrame.views = 0
+    frame = _CountingFrame(0, 1, {"Service": "first", "service": "second", "X-B": "1"}, b"")
+    headers = XHeaders(frame, "toy")
+    sc = XClientStreamConnection(ToyCodec())
+    sc.send_headers(sc.new_stream(), headers, end_stream=True)
+    assert _CountingFrame.views == 0  # forwarded as it came: nothing decoded
+    assert headers.get("SERVICE") == "first"  # the first of a name wins, whatever its case
+    assert headers.get("x-b") == "1" and headers.get("absent") is None
+    assert headers.items_all() == [("service", "first"), ("service", "second"), ("x-b", "1")]
+    headers["x-c"] = "2"  # an edit works on the whole map
+    assert headers.get("x-c") == "2" and headers.get_all("service") == ["first", "second"]

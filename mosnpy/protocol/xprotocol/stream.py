@@ -28,6 +28,7 @@ caller's (:meth:`next_deadline` / :meth:`on_timer`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import overload
 
 from mosnpy.protocol.api import (
@@ -67,37 +68,38 @@ _ITEMS = HeaderMap.__dict__["_items"]
 class XHeaders(HeaderMap):
     """A frame's header view as a header map, carrying the frame it came from.
 
-    Lazy: while nobody iterates or edits it, :meth:`get` asks the frame's view directly,
-    so a route that reads one key (``service``) makes a lazy view (dubbo's) decode only
-    that much.  A view that is a plain ``dict`` was decoded already and is copied at
-    once; any other mapping must use lower-case keys, as header maps do.
+    Lazy: the frame's view is asked for only when the map is read (a response that
+    goes back as it came never decodes its headers), and while nobody iterates or edits
+    the map, :meth:`get` asks the view directly, so a route that reads one key
+    (``service``) makes a lazy view (dubbo's) decode only that much.  A view that is a
+    plain ``dict`` was decoded already: it is looked up through a lower-cased copy.  Any
+    other mapping must use lower-case keys, as header maps do.
 
     Edits change the map (filters and routes read them) but not the frame: an xprotocol
     codec has no general way to write header fields back, so the frame is forwarded as
     it came, as MOSN does for protocols without header setters.
     """
 
-    __slots__ = ("_lazy", "_view", "codec_name", "frame")
+    __slots__ = ("_view", "codec_name", "frame")
 
     def __init__(self, frame: XFrame, codec_name: str) -> None:
         self.raw = self.wire = None
         self.frame = frame
         self.codec_name = codec_name
-        view = self._view = frame.header_view()
-        self._lazy = type(view) is not dict
-        if not self._lazy:
-            _ITEMS.__set__(self, [(k.lower(), v) for k, v in view.items()])
+        #: the frame's view while the items are not built (None: not asked for yet)
+        self._view: Mapping[str, str] | None = None
+        _ITEMS.__set__(self, None)
 
     @property
     def _items(self) -> list[tuple[str, str]]:
-        if self._lazy:
-            self._lazy = False
-            _ITEMS.__set__(self, [(k.lower(), v) for k, v in self._view.items()])
-        return _ITEMS.__get__(self)  # type: ignore[no-any-return]
+        items: list[tuple[str, str]] | None = _ITEMS.__get__(self)
+        if items is None:
+            items = [(k.lower(), v) for k, v in self.frame.header_view().items()]
+            _ITEMS.__set__(self, items)
+        return items
 
     @_items.setter
     def _items(self, items: list[tuple[str, str]]) -> None:
-        self._lazy = False
         _ITEMS.__set__(self, items)
 
     @overload  # type: ignore[override]
@@ -107,18 +109,25 @@ class XHeaders(HeaderMap):
     def get(self, name: str, default: str) -> str: ...
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        if self._lazy:
-            value = self._view.get(name.lower())
+        if _ITEMS.__get__(self) is None:
+            view = self._view
+            if view is None:
+                view = self.frame.header_view()
+                if type(view) is dict:
+                    # Decoded already: look names up lower-cased, the first one winning.
+                    lowered: dict[str, str] = {}
+                    for k, v in view.items():
+                        lowered.setdefault(k.lower(), v)
+                    view = lowered
+                self._view = view
+            value = view.get(name.lower())
             return default if value is None else value
-        name = name.lower()
-        for k, v in _ITEMS.__get__(self):
-            if k == name:
-                return v  # type: ignore[no-any-return]
-        return default
+        return HeaderMap.get(self, name, default)  # type: ignore[arg-type]
 
 
 def _frame_of(headers: HeaderMap, codec: XCodec) -> XFrame:
-    if isinstance(headers, XHeaders) and headers.codec_name == codec.name:
+    # (``type() is`` first: an isinstance on a HeaderMap class goes through ABCMeta.)
+    if (type(headers) is XHeaders or isinstance(headers, XHeaders)) and headers.codec_name == codec.name:
         return headers.frame
     raise ProtocolConversionError(f"{codec.name} cannot send headers that are not a {codec.name} frame")
 
