@@ -114,6 +114,8 @@ class DownStream:
     host: Host | None = None
     global_timeout = DEFAULT_GLOBAL_TIMEOUT
     try_timeout = 0.0
+    #: the request's own deadline (seconds), when its protocol carries one
+    own_timeout: float | None = None
     global_deadline = _INF
     try_deadline = _INF
     #: when the request (this try) was fully sent upstream
@@ -142,6 +144,9 @@ class DownStream:
             self.chain = StreamFilterChain()
             for factory in ctx.stream_filters:
                 factory.create_filter_chain(self.chain)
+        stats = ctx.stats
+        stats.requests_total += 1
+        stats.requests_active += 1
 
     # -- the machine ---------------------------------------------------------------
 
@@ -245,11 +250,6 @@ class DownStream:
 
     def _flush(self) -> None:
         """Flush whatever the stream queued (for walks that ran in a task)."""
-
-    def _begin(self) -> None:
-        stats = self.ctx.stats
-        stats.requests_total += 1
-        stats.requests_active += 1
 
     def _complete(self, gone: bool) -> None:
         """Count the answer and give back every resource (once)."""
@@ -371,8 +371,15 @@ class DownStream:
         value = headers.get("x-mosn-try-timeout")
         if value is not None and (override := _milliseconds(value)) is not None:
             t = override
+        if not 0 < t < g:
+            t = 0.0
+        own = self.own_timeout
+        if own is not None:
+            g = own  # the request's own deadline wins over the route's
+            if t >= g:
+                t = 0.0
         self.global_timeout = g
-        self.try_timeout = t if 0 < t < g else 0.0
+        self.try_timeout = t
 
     def _down_filter_after_route(self) -> Step:
         if self.chain is _EMPTY_CHAIN:

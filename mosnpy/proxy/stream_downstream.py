@@ -81,8 +81,6 @@ class StreamDownStream(DownStream):
     """One request/response through the proxy over stream connections."""
 
     # Defaults on the class, as in DownStream: an instance stores what changes.
-    #: the request's own deadline (seconds), when its protocol carries one
-    own_timeout: float | None = None
     oneway = False
     body_size = 0
     trailers: HeaderMap | None = None
@@ -142,14 +140,6 @@ class StreamDownStream(DownStream):
 
     def _replayable(self) -> bool:
         return self.body is not None
-
-    def _set_timeouts(self, route_timeout: float, try_timeout: float) -> None:
-        super()._set_timeouts(route_timeout, try_timeout)
-        own = self.own_timeout
-        if own is not None:
-            self.global_timeout = own  # the request's own deadline wins over the route's
-        if self.try_timeout >= self.global_timeout:
-            self.try_timeout = 0.0
 
     def _apply_route(self, route: Route) -> None:
         headers = self.stream.headers
@@ -444,7 +434,8 @@ class StreamDownStream(DownStream):
         outlier = self.cluster.outlier
         if outlier is not None and self.host is not None:
             outlier.put_status(self.host, response.status)
-        if self._retry_on_status(response.status):
+        route = self.stream.route
+        if route is not None and route.retry_policy is not None and self._retry_on_status(response.status):
             return self._upstream_failed(
                 ResetReason.UPSTREAM_RESET, f"upstream answered {response.status}", answered=True
             )

@@ -184,9 +184,8 @@ class StreamServer(StreamIO):
                 if len(streams) >= cap:
                     return i
                 assert isinstance(event, RequestReceived)
-                ds = StreamDownStream(self, event)
+                ds = StreamDownStream(self, event)  # (counted as it starts)
                 streams[event.stream_id] = ds
-                ds._begin()
                 ds.advance(ds.phase)
             elif isinstance(event, ConnectionTerminated):
                 log.info("connection %s: %s; closing", self.conn.id, event.message)
@@ -297,13 +296,15 @@ class StreamServer(StreamIO):
             sc.closing = True
         self._resume_pending = True
         if not self._busy:
-            self._busy = True
-            try:
-                self._pump()
-            finally:
-                self._busy = False
+            if sc.read_paused or self._resumed is not None:  # else there is nothing to pump
+                self._busy = True
+                try:
+                    self._pump()
+                finally:
+                    self._busy = False
             self.touch()
-            self._check_closing(flushed=False)
+            if sc.closing:
+                self._check_closing(flushed=False)
 
     # -- closing -------------------------------------------------------------------------
 
