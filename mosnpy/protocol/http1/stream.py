@@ -173,13 +173,27 @@ class Http1ServerStreamConnection(Outbox):
         if self.closing or not data:
             return []
         try:
-            self._held.extend(self.codec.receive_data(data))
+            events = self.codec.receive_data(data)
         except Http1Error as exc:
             error: Http1Error | None = exc
         else:
             # The codec hands up the complete requests before bad bytes and keeps
             # the error for later: it is ours to answer now.
             error = self.codec.error
+            if (
+                len(events) == 2
+                and error is None
+                and not self.current
+                and not self._held
+                and events[1].__class__ is EndOfMessage
+                and events[0].__class__ is RequestHead
+                and events[0].framing is _NONE
+            ):
+                # The common case, straight through: one whole bodiless request.
+                out: list[StreamEvent] = []
+                self._start(events[0], out)
+                return out
+            self._held.extend(events)
         out = self._release()
         if error is not None:
             if self.current and not self._request_done:
@@ -245,14 +259,16 @@ class Http1ServerStreamConnection(Outbox):
         if end and held and isinstance(held[0], EndOfMessage):
             held.popleft()
         self._request_done = end
+        target = head.target
+        q = target.find("?")
         out.append(
             RequestReceived(
                 sid,
                 Http1RequestHeaders(head),
                 end_stream=end,
                 method=head.method,
-                host=_request_host(head),
-                path=head.path,
+                host=head.host if head.host is not None else _request_host(head),
+                path=target if q < 0 else target[:q],
             )
         )
 
@@ -515,7 +531,7 @@ class Http1ClientStreamConnection(Outbox):
             event = events[i]
             i += 1
             if isinstance(event, ResponseHead):
-                end = i < n and _plain_end(events[i])
+                end = i < n and events[i].__class__ is EndOfMessage and not events[i].trailers  # type: ignore[union-attr]
                 if end:
                     i += 1
                 out.append(
@@ -524,7 +540,7 @@ class Http1ClientStreamConnection(Outbox):
                 if end:
                     self._finish(i == n)
             elif isinstance(event, Body):
-                end = i < n and _plain_end(events[i])
+                end = i < n and events[i].__class__ is EndOfMessage and not events[i].trailers  # type: ignore[union-attr]
                 if end:
                     i += 1
                 out.append(DataReceived(sid, event.data, end_stream=end))
