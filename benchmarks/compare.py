@@ -41,6 +41,10 @@ Suites and rows:
   relative to ``direct``.  Needs grpcio (the ``test`` extra).
 * ``mosnpy+log`` (any suite): the ``mosnpy`` row with an access log on its listener
   (MOSN's default format, to a file in the log directory): its cost, in the same run.
+* ``mosnpy-c`` (any suite): the ``mosnpy`` row run from a ``MOSNPY_MYPYC=1`` build of
+  this checkout (``setup.py``: its sans-I/O codecs compiled with mypyc), installed once
+  per run into the log directory (needs the ``dev`` extra, a C compiler and the Python
+  headers).
 * ``--baseline PATH`` adds a row ``@NAME`` per suite: mosnpy from another checkout (e.g.
   a ``git worktree`` of an earlier commit), run as ``python -m mosnpy`` with that
   checkout (and its plugins) first on PYTHONPATH.
@@ -87,10 +91,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:  # run as a script: ``benchmarks`` importable
+    sys.path.append(str(ROOT))
+
+from benchmarks import compiled  # noqa: E402
+
 PROXY_CPU, LOAD_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = b"Hello, world!"
-ROW_KINDS = ("direct", "nginx", "floor", "mosnpy", "mosnpy+log")
+ROW_KINDS = ("direct", "nginx", "floor", "mosnpy", "mosnpy+log", "mosnpy-c")
 SUITES = ("http1", "http2", "dubbo", "bolt", "tls", "grpc")
 HTTP_PROTOCOLS = {"http1": "Http1", "http2": "Http2", "tls": "Http1", "grpc": "Http2"}
 UPSTREAM_PROTOCOLS = {"grpc": "Http2"}  # the others leave mosnpy's default (Auto)
@@ -380,6 +389,13 @@ class Bench:
             rows = [r for r in self.args.rows if r != "nginx" or suite == "http1"]
         return rows + [f"@{path.name}" for path in self.args.baseline]
 
+    def compiled(self) -> Path:
+        """A ``MOSNPY_MYPYC=1`` install of this checkout, built once per run."""
+        try:
+            return compiled.build(self.logdir / "compiled", ROOT)
+        except compiled.BuildFailed as exc:
+            raise RowFailed(str(exc)[-800:]) from None
+
     def certs(self) -> tuple[Path, Path]:
         """A throwaway CA and a certificate for 127.0.0.1, made once per run with ``trustme``,
         written as PEM files into the log directory: (certificate chain, key)."""
@@ -438,6 +454,11 @@ class Bench:
         cfg.write_text(json.dumps(mosnpy_config(port, upstream_port, protocol, access_log, tls, upstream)))
         if row in ("mosnpy", "mosnpy+log"):
             return spawn(tag, [*self.mosnpy_bin, "-c", str(cfg)], PROXY_CPU, self.logdir), port
+        if row == "mosnpy-c":
+            # -P: the compiled install first, not the checkout (the working directory)
+            env = {**os.environ, "PYTHONPATH": str(self.compiled())}
+            argv = [sys.executable, "-P", "-m", "mosnpy", "-c", str(cfg)]
+            return spawn(tag, argv, PROXY_CPU, self.logdir, env=env, cwd=self.logdir), port
         checkout = next(p for p in self.args.baseline if f"@{p.name}" == row)
         paths = [str(checkout), *(str(p) for p in sorted((checkout / "plugins").glob("*")) if p.is_dir())]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}

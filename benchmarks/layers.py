@@ -25,7 +25,9 @@ Suites (each exchange is checked once before timing: the bytes out must be right
   and sent back (ids restored) — per call.
 
 ``--baseline PATH`` runs the same in another checkout (its ``mosnpy`` and plugins first
-on ``PYTHONPATH``, as ``compare.py`` does) and prints both, one line per suite.
+on ``PYTHONPATH``, as ``compare.py`` does), ``--compiled`` in a ``MOSNPY_MYPYC=1`` build
+of this one (``benchmarks/compiled.py``), and prints both, one line per suite.  (Calls
+into compiled modules are not counted: cProfile sees only Python frames.)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import os
 import pstats
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=15, help="timed rounds per suite (the best counts)")
     ap.add_argument("--rounds", type=int, default=3200, help="exchanges per timed round")
     ap.add_argument("--baseline", type=Path, help="another checkout to measure the same way")
+    ap.add_argument(
+        "--compiled", action="store_true", help="also measure a MOSNPY_MYPYC=1 build of this checkout"
+    )
     ap.add_argument("--json", action="store_true", help="one JSON line {suite: {us, calls}} only")
     args = ap.parse_args(argv)
     suites = [s for s in args.suites.split(",") if s]
@@ -158,30 +164,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results))
         return 0
+    if args.baseline is not None and args.compiled:
+        ap.error("--baseline and --compiled: one at a time")
     base: dict[str, dict[str, float]] = {}
+    label = ""
+    argv_other = [sys.executable, "-P", str(Path(__file__).resolve()), "--json", "--suites", ",".join(suites)]
+    argv_other += ["--reps", str(args.reps), "--rounds", str(args.rounds)]
     if args.baseline is not None:
         checkout = args.baseline.resolve()
         if not (checkout / "mosnpy").is_dir():
             ap.error(f"--baseline {checkout}: no mosnpy package there")
         paths = [str(checkout), *(str(p) for p in sorted((checkout / "plugins").glob("*")) if p.is_dir())]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-        argv_base = [sys.executable, str(Path(__file__).resolve()), "--json", "--suites", ",".join(suites)]
-        argv_base += ["--reps", str(args.reps), "--rounds", str(args.rounds)]
-        out = subprocess.run(argv_base, env=env, cwd=checkout, capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            raise SystemExit(f"baseline run failed:\n{out.stderr}")
-        base = json.loads(out.stdout.strip().splitlines()[-1])
+        base = _other_run(argv_other, paths, checkout)
+        label = "@" + checkout.name
+    elif args.compiled:
+        from benchmarks import compiled
+
+        with tempfile.TemporaryDirectory(prefix="mosnpy-compiled-") as tmp:
+            target = compiled.build(Path(tmp) / "build")
+            base = _other_run(argv_other, [str(target)], Path(tmp))
+        label = "compiled"
     print(f"best of {args.reps} rounds x {args.rounds} exchanges; calls counted over one round")
-    print(
-        f"{'suite':6} {'µs/exchange':>12} {'calls':>7}"
-        + (f" {'@' + args.baseline.name:>16} {'calls':>7}" if base else "")
-    )
+    print(f"{'suite':6} {'µs/exchange':>12} {'calls':>7}" + (f" {label:>16} {'calls':>7}" if base else ""))
     for suite, r in results.items():
         line = f"{suite:6} {r['us']:12.2f} {r['calls']:7.1f}"
         if suite in base:
             line += f" {base[suite]['us']:16.2f} {base[suite]['calls']:7.1f}"
         print(line)
     return 0
+
+
+def _other_run(argv: list[str], paths: list[str], cwd: Path) -> dict[str, dict[str, float]]:
+    """This tool's ``--json`` figures with ``paths`` first on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    out = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"the other run failed:\n{out.stderr}")
+    result: dict[str, dict[str, float]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from importlib.machinery import EXTENSION_SUFFIXES
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -59,6 +61,27 @@ def mosnpy_version() -> str:
         return __version__
 
 
+def compiled_modules(package: Path | None = None) -> list[str]:
+    """The mosnpy modules present as C extensions (a ``MOSNPY_MYPYC=1`` build, see
+    ``setup.py``): imported in preference to their ``.py`` files.  ``package``: the
+    ``mosnpy`` directory to look in (default: this one)."""
+    if package is None:
+        package = Path(__file__).resolve().parent
+    found = []
+    for path in package.rglob("*.*"):
+        # the first suffix that fits is the whole one (".cpython-311-....so" before ".so")
+        suffix = next((s for s in EXTENSION_SUFFIXES if path.name.endswith(s)), None)
+        if suffix is not None:
+            found.append(".".join(path.relative_to(package.parent).parts)[: -len(suffix)])
+    return sorted(found)
+
+
+def version_line() -> str:
+    """``mosnpy X.Y.Z``, and how many of its modules are compiled, if any."""
+    compiled = compiled_modules()
+    return f"mosnpy {mosnpy_version()}" + (f" ({len(compiled)} modules compiled)" if compiled else "")
+
+
 def installed() -> str:
     """Every extension point's names with the distribution each comes from (``--list``)."""
     lines: list[str] = []
@@ -76,7 +99,7 @@ def installed() -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mosnpy", description="Run a MOSN-style proxy from a config file.")
     p.add_argument("-c", "--config", help="config file (.json, .yaml or .yml), MOSN v2 layout")
-    p.add_argument("--version", action="version", version=f"mosnpy {mosnpy_version()}")
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument(
         "--list",
         action="store_true",

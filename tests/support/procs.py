@@ -20,8 +20,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
+import mosnpy
+
 LOCALHOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Where this test process imports mosnpy from: the checkout, or a compiled build put
+#: first on PYTHONPATH and run with ``python -P`` (.ci/run).  Children do the same.
+MOSNPY_HOME = Path(mosnpy.__file__).resolve().parents[1]
+#: ``-P`` (3.11+): the working directory is not put first on sys.path
+SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))
+
+
+def python_argv() -> list[str]:
+    """The interpreter command for a child that imports mosnpy as this process does."""
+    return [sys.executable, "-P"] if SAFE_PATH else [sys.executable]
+
+
 BACKEND_SCRIPT = Path(__file__).resolve().with_name("backend.py")
 
 StrPath: TypeAlias = str | os.PathLike[str]
@@ -109,7 +123,8 @@ def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     pythonpath = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + pythonpath if pythonpath else "")
+    first = [str(MOSNPY_HOME)] if MOSNPY_HOME != REPO_ROOT else []
+    env["PYTHONPATH"] = os.pathsep.join([*first, str(REPO_ROOT), *([pythonpath] if pythonpath else [])])
     if extra:
         env.update(extra)
     return env
@@ -287,8 +302,9 @@ def run_mosnpy(
     """Run mosnpy as a subprocess for the duration of the ``with`` block.
 
     ``config`` is a dict (written as JSON to a temp file) or the path of a config file.
-    The command is ``[sys.executable, "-m", "mosnpy", "-c", CONFIG, *args]``, run from the
-    repository root with the repository on PYTHONPATH and stdout+stderr going to a log
+    The command is ``[sys.executable, "-m", "mosnpy", "-c", CONFIG, *args]`` (with ``-P``
+    and the compiled build first when the tests run that way), run from the repository
+    root with the repository on PYTHONPATH and stdout+stderr going to a log
     file (read it with ``.output()``).  Waits up to ``startup_timeout`` s until
     127.0.0.1:``ready_port`` accepts; raises :class:`MosnpyError` with the log if mosnpy
     exits or never listens.  At the end: SIGTERM to its pid, up to ``stop_timeout`` s,
@@ -309,7 +325,7 @@ def run_mosnpy(
         command = (
             list(argv)
             if argv is not None
-            else [sys.executable, "-m", "mosnpy", "-c", str(config_path), *args]
+            else [*python_argv(), "-m", "mosnpy", "-c", str(config_path), *args]
         )
         log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
         proc = subprocess.Popen(
