@@ -12,14 +12,20 @@ re-serialising every line).  The first edit drops ``raw``: copy on write.
 :attr:`HeaderMap.wire` is the same idea for HTTP/2: the regular field pairs exactly as
 they were received (and checked), which an HTTP/2 stream connection sends on as they
 are while nobody edited the map.
+
+A :class:`LazyHeaderMap` builds its fields only when they are read (HTTP/1 splits its
+raw lines then; an xprotocol asks its frame for a header view), and answers ``get``
+from what it already has where it can: most messages go on as they came, and the
+proxy's probes for usually absent headers cost no splitting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import overload
+from types import EllipsisType
+from typing import Any, overload
 
-__all__ = ["HeaderMap"]
+__all__ = ["HeaderMap", "LazyHeaderMap"]
 
 
 class HeaderMap(MutableMapping[str, str]):
@@ -154,3 +160,59 @@ class HeaderMap(MutableMapping[str, str]):
 
     def __repr__(self) -> str:
         return f"HeaderMap({self._items!r})"
+
+
+#: HeaderMap's own storage slot, which a lazy map fills on first need.
+_ITEMS: Any = HeaderMap.__dict__["_items"]
+
+
+class LazyHeaderMap(HeaderMap):
+    """A map whose fields are built on first use by :meth:`_load` (a codec's view of the
+    bytes it received), so a message forwarded as it came never builds them.  A
+    subclass may answer :meth:`get` before that from what it has (see ``loaded``).
+    Adds no slots: it mixes with other maps."""
+
+    __slots__ = ()
+
+    def _load(self) -> list[tuple[str, str]]:
+        """The (lower-case name, value) pairs, built from the subclass's source."""
+        raise NotImplementedError
+
+    def _peek(self, name: str) -> str | EllipsisType | None:
+        """What is known of ``name`` before the fields are built: its first value, None
+        when it is certainly absent, or ``...`` when only building them can tell."""
+        return ...
+
+    @overload  # type: ignore[override]
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if _ITEMS.__get__(self) is None:
+            found = self._peek(name)
+            if found is not ...:
+                return default if found is None else found
+        return HeaderMap.get(self, name, default)  # type: ignore[arg-type]
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        items: list[tuple[str, str]] | None = _ITEMS.__get__(self)
+        if items is None:
+            items = self._load()
+            _ITEMS.__set__(self, items)
+        return items
+
+    @_items.setter
+    def _items(self, items: list[tuple[str, str]]) -> None:
+        _ITEMS.__set__(self, items)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the fields have been built yet."""
+        return _ITEMS.__get__(self) is not None
+
+    def _unload(self) -> None:
+        """Build the fields again on next use (for constructors)."""
+        _ITEMS.__set__(self, None)

@@ -15,7 +15,7 @@ repeated framing field, a Connection that names other fields) goes the full scan
 way instead: :func:`scan_plain` says so by returning None.  A property test holds the
 two scans equal on every head the fast one accepts.
 
-A lazy map answers :meth:`LazyItems.get` for a field whose name does not even occur in
+A lazy map answers ``get`` (:meth:`LazyItems._peek`) for a field whose name does not even occur in
 the raw bytes without splitting anything: the proxy asks for headers that are usually
 absent (``x-mosn-global-timeout``) on every request.
 """
@@ -23,14 +23,11 @@ absent (``x-mosn-global-timeout``) on every request.
 from __future__ import annotations
 
 import re
-from typing import Any, overload
+from types import EllipsisType
 
-from mosnpy.protocol.headers import HeaderMap
+from mosnpy.protocol.headers import LazyHeaderMap
 
 __all__ = ["Http1Fields", "LazyItems", "Plain", "scan_plain", "split_raw"]
-
-#: The slot the lazy property stands in front of.
-_ITEMS: Any = HeaderMap.__dict__["_items"]
 
 #: One pass over a head block (request or status line first): every line of a field
 #: that steers framing, keep-alive or hop-by-hop handling, with its value.  Each match
@@ -112,48 +109,26 @@ def split_raw(raw: bytes) -> list[tuple[str, str]]:
     return items
 
 
-class LazyItems(HeaderMap):
-    """A :class:`HeaderMap` whose ``_items`` may be None until read: then they are
-    split from ``raw`` on first use (see the module docstring).  A base for the HTTP/1
-    maps; it adds no slots, so it mixes with other maps."""
+class LazyItems(LazyHeaderMap):
+    """The HTTP/1 lazy map: fields split from ``raw`` on first use (see the module
+    docstring).  A base for the HTTP/1 maps; it adds no slots, so it mixes with others."""
 
     __slots__ = ()
 
-    @property
-    def _items(self) -> list[tuple[str, str]]:
-        items: list[tuple[str, str]] | None = _ITEMS.__get__(self)
-        if items is None:
-            raw = self.raw
-            items = split_raw(raw) if raw is not None else []
-            _ITEMS.__set__(self, items)
-        return items
+    def _load(self) -> list[tuple[str, str]]:
+        raw = self.raw
+        return split_raw(raw) if raw is not None else []
 
-    @_items.setter
-    def _items(self, items: list[tuple[str, str]]) -> None:
-        _ITEMS.__set__(self, items)
-
-    @property
-    def split(self) -> bool:
-        """Whether the fields have been split from the raw bytes yet."""
-        return _ITEMS.__get__(self) is not None
-
-    @overload  # type: ignore[override]
-    def get(self, name: str) -> str | None: ...
-
-    @overload
-    def get(self, name: str, default: str) -> str: ...
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        if _ITEMS.__get__(self) is None:
-            raw = self.raw
-            if raw is not None:
-                try:
-                    needle = name.lower().encode("latin-1")
-                except UnicodeEncodeError:
-                    return default  # no such name can be on the wire
-                if needle not in raw.lower():
-                    return default  # not even its bytes are there: nothing to split
-        return HeaderMap.get(self, name, default)  # type: ignore[arg-type]
+    def _peek(self, name: str) -> str | EllipsisType | None:
+        raw = self.raw
+        if raw is None:
+            return ...
+        try:
+            needle = name.lower().encode("latin-1")
+        except UnicodeEncodeError:
+            return None  # no such name can be on the wire
+        # Not even its bytes are there: absent, and nothing needs splitting.
+        return None if needle not in raw.lower() else ...
 
 
 class Http1Fields(LazyItems):
@@ -164,7 +139,7 @@ class Http1Fields(LazyItems):
     @classmethod
     def unsplit(cls, raw: bytes) -> Http1Fields:
         m = cls.__new__(cls)
-        _ITEMS.__set__(m, None)
+        m._unload()
         m.raw = raw
         m.wire = None
         return m

@@ -53,7 +53,7 @@ from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1.client import Http1ClientCodec
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
 from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
-from mosnpy.protocol.http1.fields import _ITEMS, LazyItems
+from mosnpy.protocol.http1.fields import LazyItems
 from mosnpy.protocol.http1.server import Http1ServerCodec
 
 __all__ = [
@@ -79,7 +79,10 @@ class Http1RequestHeaders(LazyItems, RequestHeaders):
 
     def __init__(self, head: RequestHead) -> None:
         headers = head.headers
-        _ITEMS.__set__(self, _ITEMS.__get__(headers))  # None while unsplit
+        if isinstance(headers, LazyItems) and not headers.loaded:
+            self._unload()  # split from raw when read, as the head's own map would be
+        else:
+            self._items = headers._items
         self.raw = headers.raw
         self.wire = None
         self.method = head.method
@@ -96,7 +99,10 @@ class Http1ResponseHeaders(LazyItems, HeaderMap):
 
     def __init__(self, head: ResponseHead) -> None:
         headers = head.headers
-        _ITEMS.__set__(self, _ITEMS.__get__(headers))  # None while unsplit
+        if isinstance(headers, LazyItems) and not headers.loaded:
+            self._unload()  # split from raw when read, as the head's own map would be
+        else:
+            self._items = headers._items
         self.raw = headers.raw
         self.wire = None
         self.head = head

@@ -29,7 +29,7 @@ caller's (:meth:`next_deadline` / :meth:`on_timer`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import overload
+from types import EllipsisType
 
 from mosnpy.protocol.api import (
     ConnectionTerminated,
@@ -41,7 +41,7 @@ from mosnpy.protocol.api import (
     StreamEvent,
     StreamReset,
 )
-from mosnpy.protocol.headers import HeaderMap
+from mosnpy.protocol.headers import HeaderMap, LazyHeaderMap
 from mosnpy.protocol.xprotocol.codec import (
     DecodeError,
     HeartbeatCodec,
@@ -61,11 +61,7 @@ _RESPONSE = StreamType.RESPONSE
 _ONEWAY = StreamType.ONEWAY
 
 
-#: HeaderMap's own storage slot, which XHeaders fills on first need.
-_ITEMS = HeaderMap.__dict__["_items"]
-
-
-class XHeaders(HeaderMap):
+class XHeaders(LazyHeaderMap):
     """A frame's header view as a header map, carrying the frame it came from.
 
     Lazy: the frame's view is asked for only when the map is read (a response that
@@ -88,41 +84,23 @@ class XHeaders(HeaderMap):
         self.codec_name = codec_name
         #: the frame's view while the items are not built (None: not asked for yet)
         self._view: Mapping[str, str] | None = None
-        _ITEMS.__set__(self, None)
+        self._unload()
 
-    @property
-    def _items(self) -> list[tuple[str, str]]:
-        items: list[tuple[str, str]] | None = _ITEMS.__get__(self)
-        if items is None:
-            items = [(k.lower(), v) for k, v in self.frame.header_view().items()]
-            _ITEMS.__set__(self, items)
-        return items
+    def _load(self) -> list[tuple[str, str]]:
+        return [(k.lower(), v) for k, v in self.frame.header_view().items()]
 
-    @_items.setter
-    def _items(self, items: list[tuple[str, str]]) -> None:
-        _ITEMS.__set__(self, items)
-
-    @overload  # type: ignore[override]
-    def get(self, name: str) -> str | None: ...
-
-    @overload
-    def get(self, name: str, default: str) -> str: ...
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        if _ITEMS.__get__(self) is None:
-            view = self._view
-            if view is None:
-                view = self.frame.header_view()
-                if type(view) is dict:
-                    # Decoded already: look names up lower-cased, the first one winning.
-                    lowered: dict[str, str] = {}
-                    for k, v in view.items():
-                        lowered.setdefault(k.lower(), v)
-                    view = lowered
-                self._view = view
-            value = view.get(name.lower())
-            return default if value is None else value
-        return HeaderMap.get(self, name, default)  # type: ignore[arg-type]
+    def _peek(self, name: str) -> str | EllipsisType | None:
+        view = self._view
+        if view is None:
+            view = self.frame.header_view()
+            if type(view) is dict:
+                # Decoded already: look names up lower-cased, the first one winning.
+                lowered: dict[str, str] = {}
+                for k, v in view.items():
+                    lowered.setdefault(k.lower(), v)
+                view = lowered
+            self._view = view
+        return view.get(name.lower())
 
 
 def _frame_of(headers: HeaderMap, codec: XCodec) -> XFrame:
