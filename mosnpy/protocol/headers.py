@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
 from types import EllipsisType
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 __all__ = ["HeaderMap", "LazyHeaderMap"]
 
@@ -166,6 +166,9 @@ class HeaderMap(MutableMapping[str, str]):
 _ITEMS: Any = HeaderMap.__dict__["_items"]
 
 
+_Lazy = TypeVar("_Lazy", bound="LazyHeaderMap")
+
+
 class LazyHeaderMap(HeaderMap):
     """A map whose fields are built on first use by :meth:`_load` (a codec's view of the
     bytes it received), so a message forwarded as it came never builds them.  A
@@ -216,3 +219,17 @@ class LazyHeaderMap(HeaderMap):
     def _unload(self) -> None:
         """Build the fields again on next use (for constructors)."""
         _ITEMS.__set__(self, None)
+
+    @classmethod
+    def unbuilt(cls: type[_Lazy], raw: bytes | None = None) -> _Lazy:
+        """A map whose fields are not built yet, holding the ``raw`` bytes they come from."""
+        m = cls.__new__(cls)
+        _ITEMS.__set__(m, None)
+        m.raw = raw
+        m.wire = None
+        return m
+
+    def _take_fields(self, other: HeaderMap) -> None:
+        """Take ``other``'s fields as they stand: built, or (another lazy map of the same
+        source) still to be built from it.  One call, for hot constructors."""
+        _ITEMS.__set__(self, _ITEMS.__get__(other))

@@ -132,14 +132,7 @@ class LazyItems(LazyHeaderMap):
 
 
 class Http1Fields(LazyItems):
-    """The header map of a head the plain scan read: split on first use."""
+    """The header map of a head the plain scan read (``Http1Fields.unbuilt(raw)``):
+    split on first use."""
 
     __slots__ = ()
-
-    @classmethod
-    def unsplit(cls, raw: bytes) -> Http1Fields:
-        m = cls.__new__(cls)
-        m._unload()
-        m.raw = raw
-        m.wire = None
-        return m

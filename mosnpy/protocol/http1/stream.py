@@ -79,10 +79,7 @@ class Http1RequestHeaders(LazyItems, RequestHeaders):
 
     def __init__(self, head: RequestHead) -> None:
         headers = head.headers
-        if isinstance(headers, LazyItems) and not headers.loaded:
-            self._unload()  # split from raw when read, as the head's own map would be
-        else:
-            self._items = headers._items
+        self._take_fields(headers)  # still unsplit if the head's map is: split when read
         self.raw = headers.raw
         self.wire = None
         self.method = head.method
@@ -99,10 +96,7 @@ class Http1ResponseHeaders(LazyItems, HeaderMap):
 
     def __init__(self, head: ResponseHead) -> None:
         headers = head.headers
-        if isinstance(headers, LazyItems) and not headers.loaded:
-            self._unload()  # split from raw when read, as the head's own map would be
-        else:
-            self._items = headers._items
+        self._take_fields(headers)  # still unsplit if the head's map is: split when read
         self.raw = headers.raw
         self.wire = None
         self.head = head
