@@ -426,19 +426,18 @@ class MultiplexPool(Dialer):
         n = len(conns)
         if not self.spread:
             idle = self.idle
-            if idle:
-                now = trio.current_time()
-                while idle:
-                    mc = idle.pop()  # the most recently used: warm, and cold ones age out
-                    if mc.closed or not mc.has_room():
-                        continue
-                    quiet = now - mc.conn.last_active
-                    if self.idle_timeout and quiet > self.idle_timeout:
-                        mc.close("idle too long")
-                    elif (probe or quiet > PEEK_AFTER_IDLE) and mc.conn.peer_closed_while_idle():
-                        mc.close("closed by the server while idle")
-                    else:
-                        return mc
+            while idle:
+                mc = idle.pop()  # the most recently used: warm, and cold ones age out
+                if mc.closed or not mc.has_room():
+                    continue
+                conn = mc.conn
+                quiet = conn.now() - conn.last_active
+                if self.idle_timeout and quiet > self.idle_timeout:
+                    mc.close("idle too long")
+                elif (probe or quiet > PEEK_AFTER_IDLE) and conn.peer_closed_while_idle():
+                    mc.close("closed by the server while idle")
+                else:
+                    return mc
             n = 0  # busy connections have no room: dial, or overflow
         for _ in range(n):
             self._next = (self._next + 1) % n

@@ -168,9 +168,9 @@ class Http1ClientCodec(MessageReader):
             lines = block.decode("latin-1").split("\r\n")
             items, raw, cl, te, conn, _, _ = parse_fields(block, lines, 1, eol + 2, RESPONSE_FIELDS, 502)
             headers = HeaderMap.from_raw(items, raw)
-        keep_alive = version == "1.1" if conn is None else is_keep_alive(version, conn)
+        keep_alive = is_keep_alive(version, conn)
         head_request = self._pending.popleft()
-        n = None if cl is None else int(cl) if cl.isdigit() and cl.isascii() else content_length(cl, 502)
+        n = None if cl is None else content_length(cl, 502)
         if head_request or status == 204 or status == 304:
             framing = _NONE
             if head_request:

@@ -57,45 +57,45 @@ def scan_plain(block: bytes, raw_start: int, request: bool) -> Plain | None:
     """
     cl = te = conn = host = None
     cut: list[bytes] | None = None
-    for name, value in _findall(block, raw_start - 2):
+    for name, raw_value in _findall(block, raw_start - 2):
         lname = name.lower()
+        value = raw_value.rstrip(b" \t").decode("latin-1")
         if lname == b"content-length":
             if cl is not None:
                 return None  # repeated: the full scan refuses it
-            cl = value.rstrip(b" \t").decode("latin-1")
+            cl = value
             continue
         if lname == b"host":
             if not request:
                 continue
             if host is not None:
                 return None
-            host = value.rstrip(b" \t").decode("latin-1")
+            host = value
             continue
         if lname == b"connection":
-            if conn is not None:
-                return None  # several: the full scan joins them
-            conn = value.rstrip(b" \t").decode("latin-1")
-            if conn.lower() not in _PLAIN_CONNECTION:
-                return None  # it may name other fields: the full scan sorts that out
+            if conn is not None or value.lower() not in _PLAIN_CONNECTION:
+                return None  # several, or naming other fields: the full scan sorts it out
+            conn = value
         elif lname == b"transfer-encoding":
             if te is not None:
                 return None
-            te = value.rstrip(b" \t").decode("latin-1")
+            te = value
         else:
             return None  # Upgrade, Expect, TE and the other hop-by-hop fields
         if cut is None:
             cut = []
         cut.append(name)
-    raw = block[raw_start:]
-    if cut is not None:
-        # Each cut name occurs once as a line start (a repeat went the full scan's way).
-        for name in cut:
-            start = (
-                raw.find(name + b":") if raw.startswith(name + b":") else raw.find(b"\r\n" + name + b":") + 2
-            )
-            end = raw.find(b"\r\n", start) + 2
-            raw = raw[:start] + raw[end:]
-    return raw, cl, te, conn, host
+    if cut is None:
+        return block[raw_start:], cl, te, conn, host
+    # Each cut name starts one line (a repeat went the full scan's way).  From the start
+    # line's CRLF on, every line follows a CRLF: cutting that CRLF and the line's text
+    # leaves the line's own CRLF to end the line before it.
+    raw = block[raw_start - 2 :]
+    for name in cut:
+        start = raw.find(b"\r\n" + name + b":")
+        end = raw.find(b"\r\n", start + 2)
+        raw = raw[:start] + raw[end:]
+    return raw[2:], cl, te, conn, host
 
 
 def split_raw(raw: bytes) -> list[tuple[str, str]]:

@@ -182,7 +182,7 @@ class Http1ServerCodec(MessageReader):
             )
             headers = HeaderMap.from_raw(items, raw)
             host = None
-        keep_alive = version == "1.1" if conn is None else is_keep_alive(version, conn)
+        keep_alive = is_keep_alive(version, conn)
         if upgrade:
             self._refuse_or_ignore_upgrade(method, upgrade_value, cl, te)
 
