@@ -94,11 +94,9 @@ class XHeaders(LazyHeaderMap):
         if view is None:
             view = self.frame.header_view()
             if type(view) is dict:
-                # Decoded already: look names up lower-cased, the first one winning.
-                lowered: dict[str, str] = {}
-                for k, v in view.items():
-                    lowered.setdefault(k.lower(), v)
-                view = lowered
+                # Decoded already: look names up lower-cased, the first one winning
+                # (built from the end, so an earlier key overwrites a later one).
+                view = {k.lower(): v for k, v in reversed(view.items())}
             self._view = view
         return view.get(name.lower())
 
