@@ -1,4 +1,4 @@
-"""Build hook: with ``MOSNPY_MYPYC=1`` the hot sans-I/O modules are compiled with mypyc.
+"""Build hook: with ``MOSNPY_MYPYC=1`` the modules on the request path are compiled with mypyc.
 
 Everything else about the distribution is in ``setup.cfg``.  By default nothing is
 compiled, so an editable install stays plain Python (an edited ``.py`` is what runs).
@@ -11,8 +11,13 @@ A compiled build is a regular, non-editable install::
 mypyc; a C compiler and the Python headers are needed too.  mypyc turns the typed
 modules below into C extensions: the same code, without the interpreter's per-call
 and per-attribute overhead (``benchmarks/layers.py`` and the ``mosnpy-c`` row of
-``benchmarks/compare.py`` measure it).  They are the codecs of the Protocol layer:
-pure functions and small classes over bytes, no trio, nothing subclassed elsewhere.
+``benchmarks/compare.py`` measure it).  They are what every request runs through: the
+NET/IO connection and listener, the Protocol layer's codecs, header maps, events and
+stream connections, the stream I/O, the proxy machine, routing and balancing.
+
+A compiled class is a C type: plain-Python code may derive from it only where it says
+so (:mod:`mosnpy.native`: header maps and the stream connections' ``Outbox`` do, for
+other protocols); ``tests/test_compiled_build.py`` holds the rest of the code to that.
 """
 
 from __future__ import annotations
@@ -21,14 +26,45 @@ import os
 
 from setuptools import setup
 
-#: The modules compiled in a ``MOSNPY_MYPYC=1`` build (the rest stays Python).
+#: The modules compiled in a ``MOSNPY_MYPYC=1`` build (the rest stays Python), by layer.
 COMPILED = [
+    # NET/IO
+    "mosnpy/net/connection.py",
+    "mosnpy/net/filtermanager.py",
+    "mosnpy/net/listener.py",
+    "mosnpy/net/stats.py",
+    "mosnpy/net/tls.py",
+    # Protocol
+    "mosnpy/protocol/events.py",
+    "mosnpy/protocol/headers.py",
+    "mosnpy/protocol/http1/_encode.py",
+    "mosnpy/protocol/http1/_parse.py",
+    "mosnpy/protocol/http1/client.py",
     "mosnpy/protocol/http1/errors.py",
     "mosnpy/protocol/http1/events.py",
-    "mosnpy/protocol/http1/_parse.py",
-    "mosnpy/protocol/http1/_encode.py",
+    "mosnpy/protocol/http1/fields.py",
     "mosnpy/protocol/http1/server.py",
-    "mosnpy/protocol/http1/client.py",
+    "mosnpy/protocol/http1/stream.py",
+    "mosnpy/protocol/xprotocol/stream.py",
+    # Stream
+    "mosnpy/stream/io.py",
+    "mosnpy/stream/stream.py",
+    # Proxy, routing, upstream
+    "mosnpy/proxy/downstream.py",
+    "mosnpy/proxy/factory.py",
+    "mosnpy/proxy/phases.py",
+    "mosnpy/proxy/replies.py",
+    "mosnpy/proxy/stream_downstream.py",
+    "mosnpy/proxy/stream_server.py",
+    "mosnpy/proxy/timers.py",
+    "mosnpy/router/matchers.py",
+    "mosnpy/router/route.py",
+    "mosnpy/router/table.py",
+    "mosnpy/router/virtualhost.py",
+    "mosnpy/upstream/cluster.py",
+    "mosnpy/upstream/lb.py",
+    "mosnpy/upstream/multiplex.py",
+    "mosnpy/upstream/outlier.py",
 ]
 
 ext_modules = []

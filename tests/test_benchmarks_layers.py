@@ -16,6 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 LAYERS = Path(layers.__file__).resolve()
 
 
+@pytest.mark.interpreted  # calls into compiled modules are not Python calls cProfile counts
 def test_every_suite_reports_time_and_calls_per_exchange() -> None:
     out = subprocess.run(
         [sys.executable, str(LAYERS), "--json", "--reps", "1", "--rounds", "64"],

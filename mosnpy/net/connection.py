@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 import trio
 
+from mosnpy.native import mypyc_attr
 from mosnpy.net.events import ConnectionEvent
 from mosnpy.net.filtermanager import FilterManager
 from mosnpy.net.stats import Traffic
@@ -51,6 +52,7 @@ _UNCOUNTED = Traffic()
 READ_SIZE = 65536
 
 
+@mypyc_attr(native_class=False)
 class ConnectionClosedError(ConnectionError):
     """The connection is closed (by us or the peer) or broke while in use."""
 

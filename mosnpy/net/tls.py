@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import trio
 
 from mosnpy.config.models import TLSConfig
+from mosnpy.native import mypyc_attr
 from mosnpy.net.connection import READ_SIZE, Connection, ConnectionClosedError, open_socket
 from mosnpy.net.events import ConnectionEvent
 
@@ -58,6 +59,7 @@ _VERSIONS = {
 }
 
 
+@mypyc_attr(native_class=False)
 class TLSHandshakeError(ConnectionError):
     """The TLS handshake failed (bad certificate, no shared version, peer gone...)."""
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from mosnpy.native import mypyc_attr
+
 __all__ = ["IllegalTransition", "JUMPS", "MAX_JUMPS", "ORDER", "Phase", "allowed", "check", "counts_as_jump"]
 
 
@@ -95,6 +97,7 @@ JUMPS: dict[Phase, frozenset[Phase]] = {
 MAX_JUMPS = 10
 
 
+@mypyc_attr(native_class=False)
 class IllegalTransition(RuntimeError):
     """A phase handler asked for a transition the table does not allow."""
 

@@ -30,6 +30,7 @@ from mosnpy.protocol.api import (
     RequestReceived,
     ResetReason,
     ServerStreamConnection,
+    StreamConnection,
     StreamEvent,
 )
 from mosnpy.protocol.descriptor import ProtocolDescriptor
@@ -49,7 +50,7 @@ _INF = float("inf")
 LINGER_TIMEOUT = 5.0
 
 
-class StreamServer(StreamIO):
+class StreamServer(StreamIO[ServerStreamConnection]):
     """Serves one downstream connection of a protocol with stream connections."""
 
     __slots__ = (
@@ -72,8 +73,6 @@ class StreamServer(StreamIO):
         "streams",
         "upstream_protocol",
     )
-
-    sc: ServerStreamConnection
 
     def __init__(
         self,
@@ -130,7 +129,7 @@ class StreamServer(StreamIO):
             self._head_timer.cancel()
             self._head_timer = None
         done = 0
-        awaiting: list[StreamIO] = []
+        awaiting: list[StreamIO[StreamConnection]] = []
         while True:
             self._busy = True
             try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from mosnpy.config.models import HeaderMatcherConfig, RouteMatchConfig
 
@@ -63,12 +64,12 @@ def _compile(pattern: str, what: str) -> re.Pattern[str]:
 class PathKind:
     """The kinds of path test, as small ints so the hot loop compares ints."""
 
-    ANY = 0
-    PREFIX = 1
-    EXACT = 2
-    REGEX = 3
+    ANY: Final = 0
+    PREFIX: Final = 1
+    EXACT: Final = 2
+    REGEX: Final = 3
 
-    NAMES = ("any", "prefix", "path", "regex")
+    NAMES: Final = ("any", "prefix", "path", "regex")
 
 
 class PathMatcher:

@@ -163,7 +163,8 @@ class Routers:
         except KeyError:
             raise UnknownNameError("router config", name, self.names()) from None
 
-    __getitem__ = get
+    def __getitem__(self, name: str) -> RouteTable:
+        return self.get(name)
 
     def names(self) -> list[str]:
         """All table names, sorted."""

@@ -27,6 +27,7 @@ because flushing is synchronous and every batch ends with it.
 from __future__ import annotations
 
 import logging
+from typing import Generic, TypeVar
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.protocol.api import StreamConnection
@@ -41,16 +42,19 @@ MAX_BACKLOG = 1 << 20
 #: proxy stops acknowledging what it forwards there (so that stream's sender waits).
 STREAM_BUFFER = 1 << 16
 
-_touched: list[StreamIO] = []
-_awaiting: list[StreamIO] = []
+_touched: list[StreamIO[StreamConnection]] = []
+_awaiting: list[StreamIO[StreamConnection]] = []
+
+#: the side of the stream connection a :class:`StreamIO` drives
+SC = TypeVar("SC", bound=StreamConnection, covariant=True)
 
 
-class StreamIO:
+class StreamIO(Generic[SC]):
     """One stream connection and the connection it speaks over."""
 
     __slots__ = ("conn", "sc", "touched")
 
-    def __init__(self, conn: Connection, sc: StreamConnection) -> None:
+    def __init__(self, conn: Connection, sc: SC) -> None:
         self.conn = conn
         self.sc = sc
         self.touched = False
@@ -88,14 +92,16 @@ class StreamIO:
         """Let the connection's own reader wait for the answer."""
 
 
-def flush_touched(*, awaiting: list[StreamIO] | None = None) -> list[StreamIO]:
+def flush_touched(
+    *, awaiting: list[StreamIO[StreamConnection]] | None = None
+) -> list[StreamIO[StreamConnection]]:
     """Flush every stream connection touched since the last call; return those whose
     peer is not keeping up (their feeders should :meth:`~Connection.drain` them).
 
     Connections now awaiting an answer are woken, or handed to the caller in
     ``awaiting`` to :meth:`~StreamIO.poll` after a yield.
     """
-    slow: list[StreamIO] = []
+    slow: list[StreamIO[StreamConnection]] = []
     while _touched:
         io = _touched.pop()
         io.flush()

@@ -127,12 +127,10 @@ def _ends(event: StreamEvent) -> bool:
     return isinstance(event, (TrailersReceived, StreamReset))
 
 
-class MultiplexConnection(StreamIO):
+class MultiplexConnection(StreamIO[ClientStreamConnection]):
     """One upstream connection shared by many streams."""
 
     __slots__ = ("_idle", "_reader_scope", "_timer_scope", "closed", "listeners", "pool")
-
-    sc: ClientStreamConnection
 
     def __init__(self, pool: MultiplexPool, conn: Connection, sc: ClientStreamConnection) -> None:
         super().__init__(conn, sc)

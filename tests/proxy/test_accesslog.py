@@ -148,6 +148,7 @@ def logging_to(pb: Playbook, fmt: str = FORMAT, capacity: int = 100) -> Lines:
     return lines
 
 
+@pytest.mark.interpreted  # the playbook subclasses compiled classes
 async def test_a_call_is_one_line(autojump_clock: MockClock) -> None:
     async with Playbook() as pb:
         lines = logging_to(pb)
@@ -162,6 +163,7 @@ async def test_a_call_is_one_line(autojump_clock: MockClock) -> None:
         ]
 
 
+@pytest.mark.interpreted  # the playbook subclasses compiled classes
 async def test_local_replies_carry_mosns_response_flags(autojump_clock: MockClock) -> None:
     fmt = "%response_code% %response_flag% %upstream_transport_failure_reason% %upstream_host% %duration%"
     routes = [rpc_route("svc", "c1"), rpc_route("slow", "c1", timeout=0.5), rpc_route("gone", "nowhere")]
@@ -183,6 +185,7 @@ async def test_local_replies_carry_mosns_response_flags(autojump_clock: MockCloc
         ]
 
 
+@pytest.mark.interpreted  # the playbook subclasses compiled classes
 async def test_a_client_that_leaves_is_downstream_terminate(autojump_clock: MockClock) -> None:
     async with Playbook() as pb:
         lines = logging_to(pb, "%response_code% %upstream_transport_failure_reason%")
@@ -192,6 +195,7 @@ async def test_a_client_that_leaves_is_downstream_terminate(autojump_clock: Mock
         assert lines.lines == ["0 DownStreamTerminate\n"]
 
 
+@pytest.mark.interpreted  # the playbook subclasses compiled classes
 async def test_lines_past_a_full_queue_are_dropped_and_counted(autojump_clock: MockClock) -> None:
     async with Playbook() as pb:
         lines = logging_to(pb, "%response_code%", capacity=1)
@@ -202,6 +206,7 @@ async def test_lines_past_a_full_queue_are_dropped_and_counted(autojump_clock: M
         assert pb.ctx.stats.snapshot()["access_log_dropped"] == 2
 
 
+@pytest.mark.interpreted  # the playbook subclasses compiled classes
 async def test_no_access_log_no_line_and_no_timestamp(autojump_clock: MockClock) -> None:
     async with Playbook() as pb:
         await pb.sleep(1)

@@ -45,6 +45,10 @@ from tests.proxy.playbook import (
     rpc_route,
 )
 
+#: the playbook subclasses the proxy machine's classes and swaps its downstream
+#: class: it runs on the plain-Python build only
+pytestmark = pytest.mark.interpreted
+
 # toy statuses: what the framework's 200 / 500 / 503 / 404-and-502 / 504 become
 OK, ERROR, BUSY, UNREACHABLE, TIMEOUT = 0, 1, 4, 6, 7
 

@@ -163,7 +163,7 @@ class Http1ClientCodec(MessageReader):
         headers: HeaderMap
         if plain is not None:
             raw, cl, te, conn, _ = plain
-            headers = Http1Fields.unbuilt(raw)
+            headers = Http1Fields(raw)
         else:
             lines = block.decode("latin-1").split("\r\n")
             items, raw, cl, te, conn, _, _ = parse_fields(block, lines, 1, eol + 2, RESPONSE_FIELDS, 502)

@@ -7,7 +7,7 @@ the path and Host, the framing at Content-Length, Transfer-Encoding and Connecti
 the rest travel on as the bytes they came in (``HeaderMap.raw``).  So the common head
 is scanned once, in C, by one regular expression that finds only the lines of those
 few fields (:func:`scan_plain`), and every other line stays unsplit until a filter, a
-header route or a log reads the map.  Then :class:`LazyItems` splits ``raw`` exactly
+header route or a log reads the map.  Then :class:`Http1Fields` splits ``raw`` exactly
 as the full scan (:func:`~mosnpy.protocol.http1._parse.parse_fields`) would have, and
 the map behaves like any other from there on.  A head with anything unusual in it (a
 hop-by-hop field besides a plain ``Connection``, ``Expect``, ``Upgrade``, ``TE``, a
@@ -15,9 +15,9 @@ repeated framing field, a Connection that names other fields) goes the full scan
 way instead: :func:`scan_plain` says so by returning None.  A property test holds the
 two scans equal on every head the fast one accepts.
 
-A lazy map answers ``get`` (:meth:`LazyItems._peek`) for a field whose name does not even occur in
-the raw bytes without splitting anything: the proxy asks for headers that are usually
-absent (``x-mosn-global-timeout``) on every request.
+A lazy map answers ``get`` (:func:`peek_raw`) for a field whose name does not even
+occur in the raw bytes without splitting anything: the proxy asks for headers that are
+usually absent (``x-mosn-global-timeout``) on every request.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from __future__ import annotations
 import re
 from types import EllipsisType
 
-from mosnpy.protocol.headers import LazyHeaderMap
+from mosnpy.protocol.headers import HeaderMap
 
-__all__ = ["Http1Fields", "LazyItems", "Plain", "scan_plain", "split_raw"]
+__all__ = ["Http1Fields", "Plain", "peek_raw", "scan_plain", "split_raw"]
 
 #: One pass over a head block (request or status line first): every line of a field
 #: that steers framing, keep-alive or hop-by-hop handling, with its value.  Each match
@@ -109,30 +109,32 @@ def split_raw(raw: bytes) -> list[tuple[str, str]]:
     return items
 
 
-class LazyItems(LazyHeaderMap):
-    """The HTTP/1 lazy map: fields split from ``raw`` on first use (see the module
-    docstring).  A base for the HTTP/1 maps; it adds no slots, so it mixes with others."""
+def peek_raw(raw: bytes | None, name: str) -> str | EllipsisType | None:
+    """What a lazy HTTP/1 map knows of lower-case ``name`` before splitting ``raw``:
+    None when not even its bytes occur there, else ``...`` (splitting tells)."""
+    if raw is None:
+        return ...
+    try:
+        needle = name.encode("latin-1")
+    except UnicodeEncodeError:
+        return None  # no such name can be on the wire
+    return None if needle not in raw.lower() else ...
+
+
+class Http1Fields(HeaderMap):
+    """The header map of a head the plain scan read: its fields are split from ``raw``
+    on first use (see the module docstring)."""
 
     __slots__ = ()
+
+    def __init__(self, raw: bytes | None) -> None:
+        self._items = None
+        self.raw = raw
+        self.wire = None
 
     def _load(self) -> list[tuple[str, str]]:
         raw = self.raw
         return split_raw(raw) if raw is not None else []
 
     def _peek(self, name: str) -> str | EllipsisType | None:
-        raw = self.raw
-        if raw is None:
-            return ...
-        try:
-            needle = name.lower().encode("latin-1")
-        except UnicodeEncodeError:
-            return None  # no such name can be on the wire
-        # Not even its bytes are there: absent, and nothing needs splitting.
-        return None if needle not in raw.lower() else ...
-
-
-class Http1Fields(LazyItems):
-    """The header map of a head the plain scan read (``Http1Fields.unbuilt(raw)``):
-    split on first use."""
-
-    __slots__ = ()
+        return peek_raw(self.raw, name)

@@ -173,7 +173,7 @@ class Http1ServerCodec(MessageReader):
         headers: HeaderMap
         if plain is not None:
             raw, cl, te, conn, host = plain
-            headers = Http1Fields.unbuilt(raw)
+            headers = Http1Fields(raw)
             expect = upgrade_value = None
         else:
             lines = block.decode("latin-1").split("\r\n")

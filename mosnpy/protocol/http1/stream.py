@@ -36,6 +36,7 @@ resent for free if it is safe to repeat.
 from __future__ import annotations
 
 from collections import deque
+from types import EllipsisType
 
 from mosnpy.protocol.api import (
     ConnectionTerminated,
@@ -53,7 +54,7 @@ from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1.client import Http1ClientCodec
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
 from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
-from mosnpy.protocol.http1.fields import LazyItems
+from mosnpy.protocol.http1.fields import Http1Fields, peek_raw, split_raw
 from mosnpy.protocol.http1.server import Http1ServerCodec
 
 __all__ = [
@@ -71,7 +72,7 @@ _CLOSE = BodyFraming.CLOSE
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-class Http1RequestHeaders(LazyItems, RequestHeaders):
+class Http1RequestHeaders(RequestHeaders):
     """A parsed request's headers, carrying its head (version, framing, length); its
     fields are split from the raw bytes only when read (:mod:`.fields`)."""
 
@@ -87,8 +88,15 @@ class Http1RequestHeaders(LazyItems, RequestHeaders):
         self.timeout = None
         self.head = head
 
+    def _load(self) -> list[tuple[str, str]]:
+        raw = self.raw
+        return split_raw(raw) if raw is not None else []
 
-class Http1ResponseHeaders(LazyItems, HeaderMap):
+    def _peek(self, name: str) -> str | EllipsisType | None:
+        return peek_raw(self.raw, name)
+
+
+class Http1ResponseHeaders(Http1Fields):
     """A parsed response's headers, carrying its head (status, reason, framing); its
     fields are split from the raw bytes only when read (:mod:`.fields`)."""
 

@@ -41,7 +41,7 @@ from mosnpy.protocol.api import (
     StreamEvent,
     StreamReset,
 )
-from mosnpy.protocol.headers import HeaderMap, LazyHeaderMap
+from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.xprotocol.codec import (
     DecodeError,
     HeartbeatCodec,
@@ -61,7 +61,7 @@ _RESPONSE = StreamType.RESPONSE
 _ONEWAY = StreamType.ONEWAY
 
 
-class XHeaders(LazyHeaderMap):
+class XHeaders(HeaderMap):
     """A frame's header view as a header map, carrying the frame it came from.
 
     Lazy: the frame's view is asked for only when the map is read (a response that
@@ -84,7 +84,7 @@ class XHeaders(LazyHeaderMap):
         self.codec_name = codec_name
         #: the frame's view while the items are not built (None: not asked for yet)
         self._view: Mapping[str, str] | None = None
-        self._unload()
+        self._items = None
 
     def _load(self) -> list[tuple[str, str]]:
         return [(k.lower(), v) for k, v in self.frame.header_view().items()]
@@ -98,7 +98,7 @@ class XHeaders(LazyHeaderMap):
                 # (built from the end, so an earlier key overwrites a later one).
                 view = {k.lower(): v for k, v in reversed(view.items())}
             self._view = view
-        return view.get(name.lower())
+        return view.get(name)
 
 
 def _frame_of(headers: HeaderMap, codec: XCodec) -> XFrame:
