@@ -15,6 +15,9 @@ and per-attribute overhead (``benchmarks/layers.py`` and the ``mosnpy-c`` row of
 NET/IO connection and listener, the Protocol layer's codecs, header maps, events and
 stream connections, the stream I/O, the proxy machine, routing and balancing.
 
+The protocol plugins compile their codecs the same way, each from its own ``setup.py``
+(``benchmarks/compiled.py`` builds mosnpy and them together).
+
 A compiled class is a C type: plain-Python code may derive from it only where it says
 so (:mod:`mosnpy.native`: header maps and the stream connections' ``Outbox`` do, for
 other protocols); ``tests/test_compiled_build.py`` holds the rest of the code to that.

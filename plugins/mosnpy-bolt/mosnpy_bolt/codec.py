@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from mosnpy.native import mypyc_attr
 from mosnpy.protocol.matcher import MatchResult
 from mosnpy.protocol.xprotocol import DecodeError, PoolMode, StreamType, XFrame
 
@@ -210,6 +211,7 @@ def _own(frame: XFrame) -> BoltFrame:
     return frame
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (a subclass may change max_frame)
 class BoltCodec:
     """SOFA Bolt v1 (an :class:`~mosnpy.protocol.xprotocol.XCodec` with heartbeats and
     error replies); :class:`BoltV2Codec` is the same for v2."""
@@ -281,6 +283,7 @@ class BoltCodec:
         return _FROM_BOLT.get(_own(response).status, _DEFAULT_CODE)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BoltV2Codec(BoltCodec):
     """SOFA Bolt v2 (proto 2; the CRC32 trailer is not supported)."""
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from mosnpy.native import mypyc_attr
 from mosnpy.protocol.matcher import MatchResult
 from mosnpy.protocol.xprotocol import DecodeError, PoolMode, StreamType, XFrame
 from mosnpy_dubbo.hessian import encode_string
@@ -115,6 +116,7 @@ def _own(frame: XFrame) -> DubboFrame:
     return frame
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (a subclass may change max_body)
 class DubboCodec:
     """Dubbo 2.x over TCP (an :class:`~mosnpy.protocol.xprotocol.XCodec` with heartbeats
     and error replies)."""
