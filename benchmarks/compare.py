@@ -42,9 +42,9 @@ Suites and rows:
 * ``mosnpy+log`` (any suite): the ``mosnpy`` row with an access log on its listener
   (MOSN's default format, to a file in the log directory): its cost, in the same run.
 * ``mosnpy-c`` (any suite): the ``mosnpy`` row run from a ``MOSNPY_MYPYC=1`` build of
-  this checkout (``setup.py``: its sans-I/O codecs compiled with mypyc), installed once
-  per run into the log directory (needs the ``dev`` extra, a C compiler and the Python
-  headers).
+  this checkout (``setup.py``: the request path compiled with mypyc, and the plugins'
+  codecs), installed once per run into the log directory (needs the ``dev`` extra, a C
+  compiler and the Python headers).
 * ``--baseline PATH`` adds a row ``@NAME`` per suite: mosnpy from another checkout (e.g.
   a ``git worktree`` of an earlier commit), run as ``python -m mosnpy`` with that
   checkout (and its plugins) first on PYTHONPATH.
