@@ -90,11 +90,6 @@ class HeaderMap(MutableMapping[str, str]):
         """Whether the fields are built (always, but for a lazy map not read yet)."""
         return self._items is not None
 
-    def _take_fields(self, other: HeaderMap) -> None:
-        """Take ``other``'s fields as they stand: built, or (a lazy map of the same kind
-        of source) still to be built.  One call, for hot constructors."""
-        self._items = other._items
-
     # -- reading -----------------------------------------------------------------
 
     def __getitem__(self, name: str) -> str:

@@ -98,8 +98,9 @@ def scan_plain(block: bytes, raw_start: int, request: bool) -> Plain | None:
     return raw[2:], cl, te, conn, host
 
 
-def split_raw(raw: bytes) -> list[tuple[str, str]]:
-    """The (lower-case name, value) pairs of ``raw`` header lines, each with CRLF."""
+def split_raw(raw: bytes | None) -> list[tuple[str, str]]:
+    """The (lower-case name, value) pairs of ``raw`` header lines, each with CRLF
+    (none for None)."""
     if not raw:
         return []
     items: list[tuple[str, str]] = []
@@ -133,8 +134,7 @@ class Http1Fields(HeaderMap):
         self.wire = None
 
     def _load(self) -> list[tuple[str, str]]:
-        raw = self.raw
-        return split_raw(raw) if raw is not None else []
+        return split_raw(self.raw)
 
     def _peek(self, name: str) -> str | EllipsisType | None:
         return peek_raw(self.raw, name)

@@ -80,7 +80,7 @@ class Http1RequestHeaders(RequestHeaders):
 
     def __init__(self, head: RequestHead) -> None:
         headers = head.headers
-        self._take_fields(headers)  # still unsplit if the head's map is: split when read
+        self._items = headers._items  # still unsplit if the head's map is: split when read
         self.raw = headers.raw
         self.wire = None
         self.method = head.method
@@ -89,8 +89,7 @@ class Http1RequestHeaders(RequestHeaders):
         self.head = head
 
     def _load(self) -> list[tuple[str, str]]:
-        raw = self.raw
-        return split_raw(raw) if raw is not None else []
+        return split_raw(self.raw)
 
     def _peek(self, name: str) -> str | EllipsisType | None:
         return peek_raw(self.raw, name)
@@ -104,7 +103,7 @@ class Http1ResponseHeaders(Http1Fields):
 
     def __init__(self, head: ResponseHead) -> None:
         headers = head.headers
-        self._take_fields(headers)  # still unsplit if the head's map is: split when read
+        self._items = headers._items  # still unsplit if the head's map is: split when read
         self.raw = headers.raw
         self.wire = None
         self.head = head
