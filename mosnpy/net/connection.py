@@ -33,6 +33,7 @@ import logging
 import socket
 from collections.abc import Callable
 from time import perf_counter
+from typing import Final
 
 import trio
 
@@ -43,14 +44,14 @@ from mosnpy.net.stats import Traffic
 
 __all__ = ["ConnectionClosedError", "Connection", "connect", "open_socket"]
 
-log = logging.getLogger("mosnpy.net")
+log: Final = logging.getLogger("mosnpy.net")
 
-_ids = itertools.count(1)
+_ids: Final = itertools.count(1)
 #: where connections nobody counts for add their bytes (never read)
-_UNCOUNTED = Traffic()
+_UNCOUNTED: Final = Traffic()
 
 #: How much one ``recv`` asks for.
-READ_SIZE = 65536
+READ_SIZE: Final = 65536
 
 
 @mypyc_attr(native_class=False)

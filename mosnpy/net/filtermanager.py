@@ -9,7 +9,7 @@ pass, so nothing before the proxy in the chain is bypassed.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mosnpy.net.filter import FilterStatus, ReadFilter, WriteFilter
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FilterManager"]
 
-log = logging.getLogger("mosnpy.net")
+log: Final = logging.getLogger("mosnpy.net")
 
 
 class FilterManager:

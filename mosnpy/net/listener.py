@@ -43,6 +43,7 @@ import socket
 import ssl
 import stat
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import trio
 
@@ -58,11 +59,11 @@ from mosnpy.net.tls_inspector import TLS, inspect
 __all__ = ["ACCEPT_BURST", "Listener"]
 
 #: connections accepted back to back before the accept loop lets others run
-ACCEPT_BURST = 64
+ACCEPT_BURST: Final = 64
 
-log = logging.getLogger("mosnpy.net")
+log: Final = logging.getLogger("mosnpy.net")
 
-_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY_ERRNOS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 class Listener:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["LATENCY_BOUNDS", "Histogram", "Traffic"]
 
 #: Upper bounds (seconds) of the latency buckets: 0.5 ms to 60 s, then +Inf.
-LATENCY_BOUNDS: tuple[float, ...] = (
+LATENCY_BOUNDS: Final[tuple[float, ...]] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 

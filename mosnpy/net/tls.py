@@ -30,6 +30,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import Sequence
+from typing import Final
 
 import trio
 
@@ -47,9 +48,9 @@ __all__ = [
     "server_context",
 ]
 
-log = logging.getLogger("mosnpy.net")
+log: Final = logging.getLogger("mosnpy.net")
 
-_VERSIONS = {
+_VERSIONS: Final = {
     "tls_auto": None,
     "": None,
     "tlsv1_0": ssl.TLSVersion.TLSv1,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 import trio
 
@@ -55,21 +55,21 @@ from mosnpy.upstream.lb import LbContext
 
 __all__ = ["ClientGone", "DownStream"]
 
-log = logging.getLogger("mosnpy.proxy")
+log: Final = logging.getLogger("mosnpy.proxy")
 
 #: MOSN's pause before a retry.
-RETRY_BACKOFF = 0.01
+RETRY_BACKOFF: Final = 0.01
 
-_EMPTY_CHAIN = StreamFilterChain()
-_NEXT = NEXT
-_INF = float("inf")
+_EMPTY_CHAIN: Final = StreamFilterChain()
+_NEXT: Final = NEXT
+_INF: Final = float("inf")
 
 #: What a phase handler returns: the next phase, None (parked), or a wait for it.
 Step: TypeAlias = "Phase | Awaitable[Phase] | None"
 Handler = Callable[[Any], Step]
 
 #: The handler method of each phase, in :data:`ORDER`.
-_HANDLER_NAMES: dict[Phase, str] = {
+_HANDLER_NAMES: Final[dict[Phase, str]] = {
     Phase.INIT: "_init",
     Phase.DOWN_FILTER: "_down_filter",
     Phase.MATCH_ROUTE: "_match_route",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mosnpy.config.errors import ConfigError
 from mosnpy.config.mosn import parse_proxy_config
@@ -43,7 +43,7 @@ __all__ = [
     "resolve_protocols",
 ]
 
-log = logging.getLogger("mosnpy.proxy")
+log: Final = logging.getLogger("mosnpy.proxy")
 
 
 class ServerDriver(Protocol):

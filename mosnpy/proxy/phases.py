@@ -30,6 +30,7 @@ The jumps:
 from __future__ import annotations
 
 from enum import Enum
+from typing import Final
 
 from mosnpy.native import mypyc_attr
 
@@ -63,14 +64,14 @@ class Phase(Enum):
 P = Phase
 
 #: The phases in MOSN's order; each one's normal successor is the next.
-ORDER: tuple[Phase, ...] = tuple(Phase)
+ORDER: Final[tuple[Phase, ...]] = tuple(Phase)
 
-_REPLY = {P.UP_FILTER}
-_TERMINATE = {P.END}
-_RETRY = {P.RETRY}
+_REPLY: Final = {P.UP_FILTER}
+_TERMINATE: Final = {P.END}
+_RETRY: Final = {P.RETRY}
 
 #: Extra transitions each phase may take besides its normal successor.
-JUMPS: dict[Phase, frozenset[Phase]] = {
+JUMPS: Final[dict[Phase, frozenset[Phase]]] = {
     P.INIT: frozenset(),
     P.DOWN_FILTER: frozenset(_REPLY | _TERMINATE),
     P.MATCH_ROUTE: frozenset(_REPLY),
@@ -94,7 +95,7 @@ JUMPS: dict[Phase, frozenset[Phase]] = {
 #: A request may take at most this many backward jumps (filters re-matching the route
 #: or re-choosing the host) before the machine gives up, as MOSN caps its loop.
 #: Retries are not counted here: the retry policy's own budget bounds them.
-MAX_JUMPS = 10
+MAX_JUMPS: Final = 10
 
 
 @mypyc_attr(native_class=False)
@@ -104,7 +105,7 @@ class IllegalTransition(RuntimeError):
 
 #: Where the normal successor is not simply the next phase in ORDER: RETRY is only
 #: ever entered by a jump, so ONEWAY steps over it, and a retry resends the request.
-_SUCCESSOR_OVERRIDES = {P.ONEWAY: P.WAIT_NOTIFY, P.RETRY: P.DOWN_RECV_HEADER}
+_SUCCESSOR_OVERRIDES: Final = {P.ONEWAY: P.WAIT_NOTIFY, P.RETRY: P.DOWN_RECV_HEADER}
 
 
 def successor(phase: Phase) -> Phase | None:
@@ -115,10 +116,10 @@ def successor(phase: Phase) -> Phase | None:
     return ORDER[i + 1] if i + 1 < len(ORDER) else None
 
 
-_SUCCESSOR = {p: successor(p) for p in Phase}
+_SUCCESSOR: Final = {p: successor(p) for p in Phase}
 #: The normal successor of each phase by ``Phase.idx`` (None for END): the machine's
 #: fast path, always allowed.
-NEXT: tuple[Phase | None, ...] = tuple(_SUCCESSOR[p] for p in Phase)
+NEXT: Final[tuple[Phase | None, ...]] = tuple(_SUCCESSOR[p] for p in Phase)
 
 
 def allowed(src: Phase) -> frozenset[Phase]:
@@ -131,7 +132,9 @@ def allowed(src: Phase) -> frozenset[Phase]:
 # compiled to plain ints: Enum members hash in Python code, small ints do not.
 for _i, _p in enumerate(ORDER):
     _p.idx = _i
-_ALLOWED_BY_INDEX: tuple[frozenset[int], ...] = tuple(frozenset(d.idx for d in allowed(p)) for p in ORDER)
+_ALLOWED_BY_INDEX: Final[tuple[frozenset[int], ...]] = tuple(
+    frozenset(d.idx for d in allowed(p)) for p in ORDER
+)
 
 
 def check(src: Phase, dst: Phase) -> None:

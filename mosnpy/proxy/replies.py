@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import operator
+from typing import Final
 
 from mosnpy.config.models import RedirectConfig
 from mosnpy.protocol.headers import HeaderMap
@@ -52,7 +53,7 @@ class Reply:
 
 
 #: Reset reason → downstream status (MOSN types/constant.go).
-STATUS_FOR_RESET: dict[ResetReason, int] = {
+STATUS_FOR_RESET: Final[dict[ResetReason, int]] = {
     ResetReason.GLOBAL_TIMEOUT: 504,
     ResetReason.PER_TRY_TIMEOUT: 504,
     ResetReason.OVERFLOW: 503,
@@ -65,7 +66,7 @@ STATUS_FOR_RESET: dict[ResetReason, int] = {
 
 
 #: Upstream reset reason → response flag (MOSN's streamResetReasonToResponseFlag).
-FLAG_FOR_RESET: dict[ResetReason, ResponseFlag] = {
+FLAG_FOR_RESET: Final[dict[ResetReason, ResponseFlag]] = {
     ResetReason.GLOBAL_TIMEOUT: ResponseFlag.UpstreamRequestTimeout,
     ResetReason.PER_TRY_TIMEOUT: ResponseFlag.UpstreamRequestTimeout,
     ResetReason.OVERFLOW: ResponseFlag.UpstreamOverflow,
@@ -79,7 +80,7 @@ FLAG_FOR_RESET: dict[ResetReason, ResponseFlag] = {
 
 #: The flags of a failure on the upstream's side (a request that ended without an
 #: answer for any other reason is the client's doing: DownStreamTerminate).
-UPSTREAM_FAILURES = int(functools.reduce(operator.or_, FLAG_FOR_RESET.values()))
+UPSTREAM_FAILURES: Final = int(functools.reduce(operator.or_, FLAG_FOR_RESET.values()))
 
 
 def _mosn_headers(reason: str) -> HeaderMap:

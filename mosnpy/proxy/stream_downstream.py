@@ -34,7 +34,7 @@ upstream reader, the timer task) flushes once at its end.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -66,15 +66,15 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamDownStream"]
 
-log = logging.getLogger("mosnpy.proxy")
+log: Final = logging.getLogger("mosnpy.proxy")
 
-_INF = float("inf")
+_INF: Final = float("inf")
 #: Methods a proxy may send twice (RFC 9110 §9.2.2): resent for free when the first
 #: attempt went to a kept-alive connection that turned out dead.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_WAIT_NOTIFY = Phase.WAIT_NOTIFY
-_DOWN_RECV_DATA = Phase.DOWN_RECV_DATA
-_UP_RECV_DATA = Phase.UP_RECV_DATA
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_WAIT_NOTIFY: Final = Phase.WAIT_NOTIFY
+_DOWN_RECV_DATA: Final = Phase.DOWN_RECV_DATA
+_UP_RECV_DATA: Final = Phase.UP_RECV_DATA
 
 
 class StreamDownStream(DownStream):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Final
 
 import trio
 
@@ -41,13 +42,13 @@ from mosnpy.stream.io import StreamIO, flush_touched
 
 __all__ = ["StreamServer"]
 
-log = logging.getLogger("mosnpy.proxy")
+log: Final = logging.getLogger("mosnpy.proxy")
 
-_INF = float("inf")
+_INF: Final = float("inf")
 
 #: How long a closing connection keeps reading (and discarding) what the client still
 #: sends after its final response, so the client gets to read that response.
-LINGER_TIMEOUT = 5.0
+LINGER_TIMEOUT: Final = 5.0
 
 
 class StreamServer(StreamIO[ServerStreamConnection]):

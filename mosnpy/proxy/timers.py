@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable
+from typing import Final
 
 import trio
 
@@ -27,7 +28,7 @@ from mosnpy.stream.io import flush_touched
 
 __all__ = ["Timer", "Timers"]
 
-log = logging.getLogger("mosnpy.proxy")
+log: Final = logging.getLogger("mosnpy.proxy")
 
 
 class Timer:

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: A header matcher value that matches any present value (MOSN's RPC wildcard).
-ANY_VALUE = ".*"
+ANY_VALUE: Final = ".*"
 
 
 class RouterConfigError(ValueError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections.abc import Sequence
+from typing import Final
 
 from mosnpy.config.models import (
     DirectResponseConfig,
@@ -27,11 +28,11 @@ from mosnpy.router.mutation import HeaderMutation
 __all__ = ["REDIRECT_CODES", "Route"]
 
 #: The redirect statuses MOSN accepts (anything else is a config error).
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+REDIRECT_CODES: Final = frozenset({301, 302, 303, 307, 308})
 
 # Used when the caller passes no RNG; one instance, never reseeded per request.
-_default_random = random.Random()
-_NO_ACTION = RouteActionConfig()
+_default_random: Final = random.Random()
+_NO_ACTION: Final = RouteActionConfig()
 
 
 class Route:

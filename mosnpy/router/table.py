@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
+from typing import Final
 
 from mosnpy.config.models import RouterConfig
 from mosnpy.protocol.headers import HeaderMap
@@ -44,9 +45,9 @@ from mosnpy.router.virtualhost import DomainIndex, VirtualHost
 
 __all__ = ["RouteTable", "Routers"]
 
-_PREFIX = PathKind.PREFIX
-_EXACT = PathKind.EXACT
-_REGEX = PathKind.REGEX
+_PREFIX: Final = PathKind.PREFIX
+_EXACT: Final = PathKind.EXACT
+_REGEX: Final = PathKind.REGEX
 
 
 class RouteTable:

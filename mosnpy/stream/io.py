@@ -27,23 +27,23 @@ because flushing is synchronous and every batch ends with it.
 from __future__ import annotations
 
 import logging
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.protocol.api import StreamConnection
 
 __all__ = ["MAX_BACKLOG", "STREAM_BUFFER", "StreamIO", "flush_touched"]
 
-log = logging.getLogger("mosnpy.stream")
+log: Final = logging.getLogger("mosnpy.stream")
 
 #: Bytes a connection may have queued for a slow peer before its feeders wait.
-MAX_BACKLOG = 1 << 20
+MAX_BACKLOG: Final = 1 << 20
 #: Bytes one stream may hold waiting for its peer's flow-control window before the
 #: proxy stops acknowledging what it forwards there (so that stream's sender waits).
-STREAM_BUFFER = 1 << 16
+STREAM_BUFFER: Final = 1 << 16
 
-_touched: list[StreamIO[StreamConnection]] = []
-_awaiting: list[StreamIO[StreamConnection]] = []
+_touched: Final[list[StreamIO[StreamConnection]]] = []
+_awaiting: Final[list[StreamIO[StreamConnection]]] = []
 
 #: the side of the stream connection a :class:`StreamIO` drives
 SC = TypeVar("SC", bound=StreamConnection, covariant=True)

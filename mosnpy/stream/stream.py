@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from mosnpy.protocol.api import ResetReason
 from mosnpy.protocol.headers import HeaderMap
 
 __all__ = ["LocalReply", "ResetReason", "Stream"]
 
-_ids = itertools.count(1)
+_ids: Final = itertools.count(1)
 
 
 class LocalReply:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mosnpy.upstream.host import Host
 
@@ -44,7 +44,7 @@ __all__ = [
     "WeightedRoundRobin",
 ]
 
-_NO_CONFIG: Mapping[str, Any] = MappingProxyType({})
+_NO_CONFIG: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class LbContext:

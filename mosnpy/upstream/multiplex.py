@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -70,12 +70,12 @@ __all__ = [
     "UpstreamResetError",
 ]
 
-log = logging.getLogger("mosnpy.upstream")
+log: Final = logging.getLogger("mosnpy.upstream")
 
 #: Only a connection idle longer than this gets the ``MSG_PEEK`` liveness probe (one
 #: syscall) before reuse.  A fresher one that turns out dead is caught anyway: its
 #: stream is reset as unprocessed and a request safe to repeat is resent.
-PEEK_AFTER_IDLE = 1.0
+PEEK_AFTER_IDLE: Final = 1.0
 
 
 class UpstreamResetError(UpstreamError):

@@ -37,7 +37,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -55,17 +55,17 @@ __all__ = [
     "OutlierDetector",
 ]
 
-log = logging.getLogger("mosnpy.outlier")
+log: Final = logging.getLogger("mosnpy.outlier")
 
 #: ejection types (Envoy's names; each has ``ejections_detected_*`` and
 #: ``ejections_enforced_*`` counters in the cluster's stats)
-CONSECUTIVE_5XX = "consecutive_5xx"
-CONSECUTIVE_GATEWAY_FAILURE = "consecutive_gateway_failure"
-CONSECUTIVE_LOCAL_ORIGIN_FAILURE = "consecutive_local_origin_failure"
+CONSECUTIVE_5XX: Final = "consecutive_5xx"
+CONSECUTIVE_GATEWAY_FAILURE: Final = "consecutive_gateway_failure"
+CONSECUTIVE_LOCAL_ORIGIN_FAILURE: Final = "consecutive_local_origin_failure"
 
-_GATEWAY_ERRORS = frozenset({502, 503, 504})
-_TIMEOUTS = frozenset({ResetReason.GLOBAL_TIMEOUT, ResetReason.PER_TRY_TIMEOUT})
-_INF = math.inf
+_GATEWAY_ERRORS: Final = frozenset({502, 503, 504})
+_TIMEOUTS: Final = frozenset({ResetReason.GLOBAL_TIMEOUT, ResetReason.PER_TRY_TIMEOUT})
+_INF: Final = math.inf
 
 
 class _HostState:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from typing import Final
 
 from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1.errors import Http1Error
@@ -29,24 +30,24 @@ __all__ = [
 ]
 
 #: Headers that describe one connection, not the message; never forwarded as they are.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 #: Names left out when serialising a request head (Expect: the proxy answers 100 itself).
-REQUEST_SKIP = HOP_BY_HOP | {"expect"}
-RESPONSE_SKIP = HOP_BY_HOP
-_CL = frozenset({"content-length"})
-_TRAILER_SKIP = HOP_BY_HOP | {"content-length", "host", "expect"}
+REQUEST_SKIP: Final = HOP_BY_HOP | {"expect"}
+RESPONSE_SKIP: Final = HOP_BY_HOP
+_CL: Final = frozenset({"content-length"})
+_TRAILER_SKIP: Final = HOP_BY_HOP | {"content-length", "host", "expect"}
 
 # One serialised header block: lower-case token names, values without CTLs (HTAB and
 # obs-text allowed).  Matching the whole block at once keeps this a single C call.
-_BLOCK_RE = re.compile(r"(?:[-!#$%&'*+.^_`|~0-9a-z]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
-_LINE_RE = re.compile(r"([-!#$%&'*+.^_`|~0-9a-z]+): ([\t\x20-\x7e\x80-\xff]*)")
-_REQUEST_LINE_RE = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1\r\n")
-_REASON_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_BLOCK_RE: Final = re.compile(r"(?:[-!#$%&'*+.^_`|~0-9a-z]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
+_LINE_RE: Final = re.compile(r"([-!#$%&'*+.^_`|~0-9a-z]+): ([\t\x20-\x7e\x80-\xff]*)")
+_REQUEST_LINE_RE: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1\r\n")
+_REASON_RE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
-_PHRASES: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
-_STATUS_LINES: dict[int, bytes] = {
+_PHRASES: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_LINES: Final[dict[int, bytes]] = {
     code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in _PHRASES.items()
 }
 
@@ -103,7 +104,7 @@ def _may_have_content_length(headers: HeaderMap, raw: bytes | None) -> bool:
 
 
 #: ``encode_fields(raw_length=...)`` when nothing is known of the raw block's length field.
-UNKNOWN = -1
+UNKNOWN: Final = -1
 
 
 def encode_fields(

@@ -16,7 +16,7 @@ complete head into an event and choose the body framing) and ``_receive_eof``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 from httptools import HttpParserError, HttpParserUpgrade
 
@@ -43,38 +43,38 @@ __all__ = [
 ]
 
 # Reader states (plain ints: compared on every loop turn of the hot path).
-HEAD = 0  # waiting for / inside a head
-LENGTH = 1  # inside a Content-Length body; ``_remaining`` bytes to go
-CHUNK_SIZE = 2  # waiting for a chunk-size line
-CHUNK_DATA = 3  # inside a chunk; ``_remaining`` bytes to go
-CHUNK_END = 4  # waiting for the CRLF after a chunk's data
-TRAILERS = 5  # after the last chunk: trailer lines or the final CRLF
-CLOSE = 6  # (responses only) body runs until EOF
-DONE = 7  # a non-keep-alive message ended, or EOF: ignore further bytes
+HEAD: Final = 0  # waiting for / inside a head
+LENGTH: Final = 1  # inside a Content-Length body; ``_remaining`` bytes to go
+CHUNK_SIZE: Final = 2  # waiting for a chunk-size line
+CHUNK_DATA: Final = 3  # inside a chunk; ``_remaining`` bytes to go
+CHUNK_END: Final = 4  # waiting for the CRLF after a chunk's data
+TRAILERS: Final = 5  # after the last chunk: trailer lines or the final CRLF
+CLOSE: Final = 6  # (responses only) body runs until EOF
+DONE: Final = 7  # a non-keep-alive message ended, or EOF: ignore further bytes
 
 #: Longest chunk-size line (size plus extensions) we buffer before calling it abuse.
-MAX_CHUNK_LINE = 4096
+MAX_CHUNK_LINE: Final = 4096
 
 #: httptools calls back only the methods its protocol object has; this one has none,
 #: so llhttp runs as a pure validator with no Python callbacks at all.
-NO_CALLBACKS = object()
+NO_CALLBACKS: Final = object()
 
-_CRLF_RUN = re.compile(rb"[\r\n]*")
+_CRLF_RUN: Final = re.compile(rb"[\r\n]*")
 
 
 # What the field scan does with a header name (names absent from the table are kept).
 # Plain module ints rather than an Enum: they are compared once per special header.
-K_CONNECTION = 1  # hop-by-hop; its tokens decide keep-alive and name more hop-by-hop fields
-K_HOP = 2  # hop-by-hop: dropped from map and raw
-K_TRANSFER_ENCODING = 3  # hop-by-hop; decides framing
-K_CONTENT_LENGTH = 4  # kept; decides framing
-K_EXPECT = 5  # kept in the map, left out of ``raw`` (the proxy answers 100-continue itself)
-K_HOST = 6  # kept; must not repeat
-K_UPGRADE = 7  # hop-by-hop; its tokens decide whether an upgrade can be ignored
-K_TE = 8  # hop-by-hop, left out of ``raw``; kept in the map as ``te: trailers`` when it
+K_CONNECTION: Final = 1  # hop-by-hop; its tokens decide keep-alive and name more hop-by-hop fields
+K_HOP: Final = 2  # hop-by-hop: dropped from map and raw
+K_TRANSFER_ENCODING: Final = 3  # hop-by-hop; decides framing
+K_CONTENT_LENGTH: Final = 4  # kept; decides framing
+K_EXPECT: Final = 5  # kept in the map, left out of ``raw`` (the proxy answers 100-continue itself)
+K_HOST: Final = 6  # kept; must not repeat
+K_UPGRADE: Final = 7  # hop-by-hop; its tokens decide whether an upgrade can be ignored
+K_TE: Final = 8  # hop-by-hop, left out of ``raw``; kept in the map as ``te: trailers`` when it
 #: says so, the one TE an HTTP/2 upstream may receive (gRPC needs it)
 
-_HOP_FIELDS = {
+_HOP_FIELDS: Final = {
     "connection": K_CONNECTION,
     "keep-alive": K_HOP,
     "proxy-connection": K_HOP,
@@ -84,15 +84,19 @@ _HOP_FIELDS = {
     "transfer-encoding": K_TRANSFER_ENCODING,
     "content-length": K_CONTENT_LENGTH,
 }
-REQUEST_FIELDS: dict[str, int] = {**_HOP_FIELDS, "expect": K_EXPECT, "host": K_HOST, "te": K_TE}
-RESPONSE_FIELDS: dict[str, int] = dict(_HOP_FIELDS)
+REQUEST_FIELDS: Final[dict[str, int]] = {**_HOP_FIELDS, "expect": K_EXPECT, "host": K_HOST, "te": K_TE}
+RESPONSE_FIELDS: Final[dict[str, int]] = dict(_HOP_FIELDS)
 #: Framing and routing fields make no sense in trailers; drop them with the hop-by-hop ones.
-TRAILER_FIELDS: dict[str, int] = {**{name: K_HOP for name in _HOP_FIELDS}, "host": K_HOP, "expect": K_HOP}
+TRAILER_FIELDS: Final[dict[str, int]] = {
+    **{name: K_HOP for name in _HOP_FIELDS},
+    "host": K_HOP,
+    "expect": K_HOP,
+}
 
 #: Connection values that name no other header (by far the most common ones).
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
 #: Connection tokens that never remove a header of the same name (smuggling guard).
-_PROTECTED = frozenset({"close", "keep-alive", "content-length", "host", "te", ""})
+_PROTECTED: Final = frozenset({"close", "keep-alive", "content-length", "host", "te", ""})
 
 Fields = tuple[
     list[tuple[str, str]],  # kept (name, value) pairs, lower-case names

@@ -11,6 +11,7 @@ neither Content-Length nor chunked coding runs until the connection closes.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from httptools import HttpResponseParser
 
@@ -35,10 +36,10 @@ from mosnpy.protocol.http1.fields import Http1Fields, scan_plain
 
 __all__ = ["Http1ClientCodec"]
 
-_NONE = BodyFraming.NONE
-_LENGTH = BodyFraming.LENGTH
-_CHUNKED = BodyFraming.CHUNKED
-_CLOSE = BodyFraming.CLOSE
+_NONE: Final = BodyFraming.NONE
+_LENGTH: Final = BodyFraming.LENGTH
+_CHUNKED: Final = BodyFraming.CHUNKED
+_CLOSE: Final = BodyFraming.CLOSE
 
 
 class Http1ClientCodec(MessageReader):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from types import EllipsisType
+from typing import Final
 
 from mosnpy.protocol.headers import HeaderMap
 
@@ -34,13 +35,13 @@ __all__ = ["Http1Fields", "Plain", "peek_raw", "scan_plain", "split_raw"]
 #: spans the CRLF before the line and the line itself, so cutting a span removes the
 #: line.  llhttp has already validated the block (token names, no obs-fold, no bare
 #: CR or LF), so ``[^\r\n]*`` is exactly the value with its surrounding whitespace.
-_SPECIAL = re.compile(
+_SPECIAL: Final = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection|host|keep-alive|proxy-connection"
     rb"|te|trailer|upgrade|expect):[ \t]*([^\r\n]*)",
     re.IGNORECASE,
 )
-_findall = _SPECIAL.findall
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+_findall: Final = _SPECIAL.findall
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
 
 #: What a plain scan found: (raw, content-length, transfer-encoding, connection, host),
 #: the values as ``str`` (latin-1) with surrounding whitespace removed, or None.

@@ -67,6 +67,7 @@ connection after writing the body.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from httptools import HttpRequestParser
 
@@ -91,19 +92,21 @@ from mosnpy.protocol.http1.fields import Http1Fields, scan_plain
 __all__ = ["Http1ServerCodec"]
 
 # Bits of the record kept per request awaiting its response.
-_HTTP10 = 1
-_HEAD_METHOD = 2
-_CLOSE = 4
+_HTTP10: Final = 1
+_HEAD_METHOD: Final = 2
+_CLOSE: Final = 4
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CONNECTION_CLOSE = b"connection: close\r\n"
-_CONNECTION_KEEP_ALIVE = b"connection: keep-alive\r\n"
-_ERROR_FIELDS = b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONNECTION_CLOSE: Final = b"connection: close\r\n"
+_CONNECTION_KEEP_ALIVE: Final = b"connection: keep-alive\r\n"
+_ERROR_FIELDS: Final = (
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+)
 
-_NONE = BodyFraming.NONE
-_LENGTH = BodyFraming.LENGTH
-_CHUNKED = BodyFraming.CHUNKED
-_CLOSE_FRAMING = BodyFraming.CLOSE
+_NONE: Final = BodyFraming.NONE
+_LENGTH: Final = BodyFraming.LENGTH
+_CHUNKED: Final = BodyFraming.CHUNKED
+_CLOSE_FRAMING: Final = BodyFraming.CLOSE
 
 
 class Http1ServerCodec(MessageReader):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import EllipsisType
+from typing import Final
 
 from mosnpy.protocol.api import (
     ConnectionTerminated,
@@ -64,12 +65,12 @@ __all__ = [
     "Http1ServerStreamConnection",
 ]
 
-_NONE = BodyFraming.NONE
-_LENGTH = BodyFraming.LENGTH
-_CHUNKED = BodyFraming.CHUNKED
-_CLOSE = BodyFraming.CLOSE
+_NONE: Final = BodyFraming.NONE
+_LENGTH: Final = BodyFraming.LENGTH
+_CHUNKED: Final = BodyFraming.CHUNKED
+_CLOSE: Final = BodyFraming.CLOSE
 #: Statuses that carry no body.
-_NO_BODY_STATUS = frozenset({204, 304})
+_NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
 class Http1RequestHeaders(RequestHeaders):

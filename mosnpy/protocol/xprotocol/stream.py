@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import EllipsisType
+from typing import Final
 
 from mosnpy.protocol.api import (
     ConnectionTerminated,
@@ -54,11 +55,11 @@ from mosnpy.protocol.xprotocol.codec import (
 __all__ = ["DECODE_ERROR_STATUS", "XClientStreamConnection", "XHeaders", "XServerStreamConnection"]
 
 #: Framework status for a request whose body could not be decoded (MOSN: codec error).
-DECODE_ERROR_STATUS = 0
+DECODE_ERROR_STATUS: Final = 0
 
-_INF = float("inf")
-_RESPONSE = StreamType.RESPONSE
-_ONEWAY = StreamType.ONEWAY
+_INF: Final = float("inf")
+_RESPONSE: Final = StreamType.RESPONSE
+_ONEWAY: Final = StreamType.ONEWAY
 
 
 class XHeaders(HeaderMap):

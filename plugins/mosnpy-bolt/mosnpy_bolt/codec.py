@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from mosnpy.native import mypyc_attr
 from mosnpy.protocol.matcher import MatchResult
@@ -46,22 +46,26 @@ if TYPE_CHECKING:
 
 __all__ = ["BoltCodec", "BoltFrame", "BoltV2Codec"]
 
-TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY = 0, 1, 2
-CMD_HEARTBEAT, CMD_REQUEST, CMD_RESPONSE = 0, 1, 2
-CODEC_HESSIAN2 = 1
-HEARTBEAT_TIMEOUT_MS = 3000
-_STREAM_TYPES = {
+TYPE_RESPONSE: Final = 0
+TYPE_REQUEST: Final = 1
+TYPE_ONEWAY: Final = 2
+CMD_HEARTBEAT: Final = 0
+CMD_REQUEST: Final = 1
+CMD_RESPONSE: Final = 2
+CODEC_HESSIAN2: Final = 1
+HEARTBEAT_TIMEOUT_MS: Final = 3000
+_STREAM_TYPES: Final = {
     TYPE_RESPONSE: StreamType.RESPONSE,
     TYPE_REQUEST: StreamType.REQUEST,
     TYPE_ONEWAY: StreamType.ONEWAY,
 }
-_U32 = struct.Struct(">I")
-_NULL = 0xFFFFFFFF  # a header-map length meaning "null": the entry is skipped
+_U32: Final = struct.Struct(">I")
+_NULL: Final = 0xFFFFFFFF  # a header-map length meaning "null": the entry is skipped
 
-_TO_BOLT = {200: 0, 403: 2, 404: 6, 502: 6, 503: 4, 504: 7, 0: 9, 3: 0x12}
-_DEFAULT_BOLT = 3
-_FROM_BOLT = {0: 200, 4: 503, 7: 504, 0x10: 502}
-_DEFAULT_CODE = 500
+_TO_BOLT: Final = {200: 0, 403: 2, 404: 6, 502: 6, 503: 4, 504: 7, 0: 9, 3: 0x12}
+_DEFAULT_BOLT: Final = 3
+_FROM_BOLT: Final = {0: 200, 4: 503, 7: 504, 0x10: 502}
+_DEFAULT_CODE: Final = 500
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,15 @@ class _Layout:
     type_offset: int
     id_offset: int
 
-    def unpack(self, data: bytes | bytearray, kind: int) -> tuple[int, ...]:
+    def unpack(
+        self, data: bytes | bytearray, kind: int
+    ) -> tuple[int, int, int, int, int, int, int, int, int, int]:
         """(ver1, switch, cmd, ver2, id, codec, timeout or status, class, header and
         content lengths) whatever the version (v1 has ver1 = switch = 0)."""
-        fields = (self.response if kind == TYPE_RESPONSE else self.request).unpack_from(data)
+        f = (self.response if kind == TYPE_RESPONSE else self.request).unpack_from(data)
         if self.proto == 1:
-            return (0, 0, *fields[2:])
-        return (fields[1], fields[7], *fields[3:7], *fields[8:])
+            return 0, 0, f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+        return f[1], f[7], f[3], f[4], f[5], f[6], f[8], f[9], f[10], f[11]
 
     def pack(self, kind: int, ver1: int, switch: int, fields: tuple[int, ...]) -> bytes:
         """A header from (cmd, ver2, id, codec, timeout or status, 3 lengths)."""
@@ -90,31 +96,80 @@ class _Layout:
         return head.pack(self.proto, ver1, kind, *fields[:4], switch, *fields[4:])
 
 
-V1 = _Layout(1, struct.Struct(">BBHBIBiHHI"), struct.Struct(">BBHBIBHHHI"), 1, 5)
-V2 = _Layout(2, struct.Struct(">BBBHBIBBiHHI"), struct.Struct(">BBBHBIBBHHHI"), 2, 6)
+V1: Final = _Layout(1, struct.Struct(">BBHBIBiHHI"), struct.Struct(">BBHBIBHHHI"), 1, 5)
+V2: Final = _Layout(2, struct.Struct(">BBBHBIBBiHHI"), struct.Struct(">BBBHBIBBHHHI"), 2, 6)
 
 
-@dataclass(slots=True, eq=False)
 class BoltFrame:
-    """One bolt frame: its wire bytes plus the fields the framework and routing read."""
+    """One bolt frame: its wire bytes plus the fields the framework and routing read.
 
-    raw: bytearray = field(repr=False)  # the whole frame as on the wire
-    layout: _Layout = field(repr=False)
-    kind: int  # the type byte: 0 response, 1 request, 2 oneway
-    ver1: int  # v2 only (0 in v1)
-    switch: int  # v2 only (0 in v1)
-    cmd_code: int
-    ver2: int
-    request_id: int
-    codec: int  # the content's serialization: 1 hessian2, 11 protobuf
-    status: int  # responses (0 in requests)
-    timeout_ms: int  # requests (0 in responses)
-    headers: dict[str, str]
-    head_size: int  # the fixed header: the class name starts here
-    class_length: int
-    header_length: int
-    stream_type: StreamType
-    is_heartbeat: bool
+    A plain class, not a dataclass: compiled, a dataclass keeps the ``__init__`` that
+    :mod:`dataclasses` writes in Python, and a frame is built per call.
+    """
+
+    __slots__ = (
+        "class_length",
+        "cmd_code",
+        "codec",
+        "head_size",
+        "header_length",
+        "headers",
+        "is_heartbeat",
+        "kind",
+        "layout",
+        "raw",
+        "request_id",
+        "status",
+        "stream_type",
+        "switch",
+        "timeout_ms",
+        "ver1",
+        "ver2",
+    )
+
+    def __init__(
+        self,
+        raw: bytearray,
+        layout: _Layout,
+        kind: int,
+        ver1: int,
+        switch: int,
+        cmd_code: int,
+        ver2: int,
+        request_id: int,
+        codec: int,
+        status: int,
+        timeout_ms: int,
+        headers: dict[str, str],
+        head_size: int,
+        class_length: int,
+        header_length: int,
+        stream_type: StreamType,
+        is_heartbeat: bool,
+    ) -> None:
+        self.raw = raw  # the whole frame as on the wire
+        self.layout = layout
+        self.kind = kind  # the type byte: 0 response, 1 request, 2 oneway
+        self.ver1 = ver1  # v2 only (0 in v1)
+        self.switch = switch  # v2 only (0 in v1)
+        self.cmd_code = cmd_code
+        self.ver2 = ver2
+        self.request_id = request_id
+        self.codec = codec  # the content's serialization: 1 hessian2, 11 protobuf
+        self.status = status  # responses (0 in requests)
+        self.timeout_ms = timeout_ms  # requests (0 in responses)
+        self.headers = headers
+        self.head_size = head_size  # the fixed header: the class name starts here
+        self.class_length = class_length
+        self.header_length = header_length
+        self.stream_type = stream_type
+        self.is_heartbeat = is_heartbeat
+
+    def __repr__(self) -> str:
+        return (
+            f"BoltFrame(kind={self.kind}, cmd_code={self.cmd_code}, request_id={self.request_id},"
+            f" status={self.status}, timeout_ms={self.timeout_ms}, headers={self.headers!r})"
+        )
 
     @property
     def class_name(self) -> str:
@@ -130,27 +185,29 @@ class BoltFrame:
         return self.headers
 
 
-def _headers(data: bytearray, pos: int, end: int) -> dict[str, str]:
-    """The header map in ``data[pos:end]``; ValueError if it is malformed."""
+def _headers(data: bytes) -> dict[str, str]:
+    """The header map ``data`` holds; ValueError if it is malformed."""
     out: dict[str, str] = {}
+    pos, end = 0, len(data)
     while pos < end:
-        pair: list[str | None] = []
-        for _ in range(2):
-            if pos + 4 > end:
-                raise ValueError("truncated header map")
-            (size,) = _U32.unpack_from(data, pos)
-            pos += 4
-            if size == _NULL:
-                pair.append(None)
-                continue
-            if pos + size > end:
-                raise ValueError("header map entry overruns the header")
-            pair.append(data[pos : pos + size].decode("utf-8", "surrogateescape"))
-            pos += size
-        key, value = pair
+        key, pos = _header_string(data, pos, end)
+        value, pos = _header_string(data, pos, end)
         if key is not None and value is not None:
             out[key] = value
     return out
+
+
+def _header_string(data: bytes, pos: int, end: int) -> tuple[str | None, int]:
+    """The length-prefixed string at ``pos`` (None: null) and where it ends."""
+    if pos + 4 > end:
+        raise ValueError("truncated header map")
+    size = data[pos] << 24 | data[pos + 1] << 16 | data[pos + 2] << 8 | data[pos + 3]
+    pos += 4
+    if size == _NULL:
+        return None, pos
+    if pos + size > end:
+        raise ValueError("header map entry overruns the header")
+    return data[pos : pos + size].decode("utf-8", "surrogateescape"), pos + size
 
 
 def _read(layout: _Layout, data: bytearray, max_frame: int) -> BoltFrame | None:
@@ -194,7 +251,8 @@ def _read(layout: _Layout, data: bytearray, max_frame: int) -> BoltFrame | None:
         is_heartbeat=cmd == CMD_HEARTBEAT,
     )
     try:
-        frame.headers = _headers(data, head.size + class_len, head.size + class_len + header_len)
+        start = head.size + class_len
+        frame.headers = _headers(bytes(data[start : start + header_len])) if header_len else {}
     except ValueError as exc:
         request = frame if kind == TYPE_REQUEST else None
         raise DecodeError(f"bad bolt header map: {exc}", request=request, consumed=end) from None

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from mosnpy.native import mypyc_attr
 from mosnpy.protocol.matcher import MatchResult
@@ -43,36 +42,57 @@ if TYPE_CHECKING:
 
 __all__ = ["DubboCodec", "DubboFrame"]
 
-MAGIC = b"\xda\xbb"
-HEADER = struct.Struct(">2sBBQI")  # magic, flag, status, request id, body length
-_ID = struct.Struct(">Q")
-_ID_OFFSET = 4
-FLAG_REQUEST = 0x80
-FLAG_TWO_WAY = 0x40
-FLAG_EVENT = 0x20
-SERIALIZATION_MASK = 0x1F
-HESSIAN2 = 2
-STATUS_OK = 20
-_NULL = b"N"  # a hessian2 null: the body of heartbeats
+MAGIC: Final = b"\xda\xbb"
+HEADER: Final = struct.Struct(">2sBBQI")  # magic, flag, status, request id, body length
+_HEADER_SIZE: Final = 16
+_ID: Final = struct.Struct(">Q")
+_ID_OFFSET: Final = 4
+FLAG_REQUEST: Final = 0x80
+FLAG_TWO_WAY: Final = 0x40
+FLAG_EVENT: Final = 0x20
+SERIALIZATION_MASK: Final = 0x1F
+HESSIAN2: Final = 2
+STATUS_OK: Final = 20
+_NULL: Final = b"N"  # a hessian2 null: the body of heartbeats
 
-_TO_DUBBO = {200: 20, 403: 80, 404: 60, 502: 60, 503: 40, 509: 40, 504: 30}
-_DEFAULT_DUBBO = 70
-_FROM_DUBBO = {20: 200, 30: 504, 31: 504, 100: 503}
-_DEFAULT_CODE = 500
+_TO_DUBBO: Final = {200: 20, 403: 80, 404: 60, 502: 60, 503: 40, 509: 40, 504: 30}
+_DEFAULT_DUBBO: Final = 70
+_FROM_DUBBO: Final = {20: 200, 30: 504, 31: 504, 100: 503}
+_DEFAULT_CODE: Final = 500
 
 
-@dataclass(slots=True, eq=False)
 class DubboFrame:
-    """One dubbo frame: its wire bytes plus the header fields the framework reads."""
+    """One dubbo frame: its wire bytes plus the header fields the framework reads.
 
-    raw: bytearray = field(repr=False)  # the whole frame (header and body) as on the wire
-    flag: int
-    status: int
-    request_id: int
-    stream_type: StreamType
-    is_heartbeat: bool
-    timeout_ms: int = 0  # dubbo has no timeout in its header: the route's applies
-    _view: Mapping[str, str] | None = field(default=None, repr=False)
+    A plain class, not a dataclass: compiled, a dataclass keeps the ``__init__`` that
+    :mod:`dataclasses` writes in Python, and a frame is built per call.
+    """
+
+    __slots__ = ("_view", "flag", "is_heartbeat", "raw", "request_id", "status", "stream_type", "timeout_ms")
+
+    def __init__(
+        self,
+        raw: bytearray,
+        flag: int,
+        status: int,
+        request_id: int,
+        stream_type: StreamType,
+        is_heartbeat: bool,
+    ) -> None:
+        self.raw = raw  # the whole frame (header and body) as on the wire
+        self.flag = flag
+        self.status = status
+        self.request_id = request_id
+        self.stream_type = stream_type
+        self.is_heartbeat = is_heartbeat
+        self.timeout_ms = 0  # dubbo has no timeout in its header: the route's applies
+        self._view: Mapping[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"DubboFrame(flag={self.flag:#04x}, status={self.status}, request_id={self.request_id},"
+            f" stream_type={self.stream_type}, is_heartbeat={self.is_heartbeat})"
+        )
 
     @classmethod
     def build(cls, flag: int, status: int, request_id: int, body: bytes) -> DubboFrame:
@@ -86,7 +106,7 @@ class DubboFrame:
 
     @property
     def body(self) -> bytes:
-        return bytes(self.raw[HEADER.size :])
+        return bytes(self.raw[_HEADER_SIZE:])
 
     def header_view(self) -> Mapping[str, str]:
         """``dubbo``, ``service``, ``version``, ``method`` (and attachments) of a
@@ -94,7 +114,7 @@ class DubboFrame:
         if self._view is None:
             readable = self.stream_type is not StreamType.RESPONSE and not self.is_heartbeat
             readable = readable and self.serialization == HESSIAN2
-            self._view = RequestView(self.raw, HEADER.size) if readable else {}
+            self._view = RequestView(self.raw, _HEADER_SIZE) if readable else {}
         return self._view
 
 
@@ -104,6 +124,10 @@ def _frame(raw: bytearray, flag: int, status: int, request_id: int) -> DubboFram
     else:
         kind = StreamType.REQUEST if flag & FLAG_TWO_WAY else StreamType.ONEWAY
     return DubboFrame(raw, flag, status, request_id, kind, bool(flag & FLAG_EVENT))
+
+
+def _not_dubbo(buf: bytearray) -> DecodeError:
+    return DecodeError(f"not a dubbo frame: starts {bytes(buf[:2]).hex()}")
 
 
 def _not_ours(frame: XFrame) -> TypeError:
@@ -129,14 +153,16 @@ class DubboCodec:
 
     def decode(self, buf: bytearray) -> DubboFrame | None:
         size = len(buf)
-        if buf[:2] != MAGIC[:size]:
-            raise DecodeError(f"not a dubbo frame: starts {bytes(buf[:2]).hex()}")
-        if size < HEADER.size:
+        if size < _HEADER_SIZE:
+            if buf[:2] != MAGIC[:size]:
+                raise _not_dubbo(buf)
             return None
-        _, flag, status, request_id, length = HEADER.unpack_from(buf)
+        magic, flag, status, request_id, length = HEADER.unpack_from(buf)
+        if magic != MAGIC:
+            raise _not_dubbo(buf)
         if length > self.max_body:
             raise DecodeError(f"dubbo body of {length} bytes exceeds {self.max_body}")
-        end = HEADER.size + length
+        end = _HEADER_SIZE + length
         if size < end:
             return None
         raw = buf[:end]
@@ -165,7 +191,7 @@ class DubboCodec:
     def match(self, data: bytes) -> MatchResult:
         if data[:2] != MAGIC[: len(data)]:
             return MatchResult.FAILED
-        return MatchResult.MATCH if len(data) >= HEADER.size else MatchResult.AGAIN
+        return MatchResult.MATCH if len(data) >= _HEADER_SIZE else MatchResult.AGAIN
 
     # -- heartbeats ---------------------------------------------------------------------
 

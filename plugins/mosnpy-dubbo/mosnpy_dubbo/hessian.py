@@ -13,10 +13,12 @@ outside the BMP as two 3-byte surrogates (CESU-8); both directions do the same h
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["HessianError", "Reader", "encode_string"]
 
 #: payload sizes of fixed-width scalars, by tag (ints, longs, doubles, dates, booleans, null)
-_FIXED: dict[int, int] = {
+_FIXED: Final[dict[int, int]] = {
     **dict.fromkeys(range(0x80, 0xC0), 0),  # int, one byte
     **dict.fromkeys(range(0xC0, 0xD0), 1),  # int, two bytes
     **dict.fromkeys(range(0xD0, 0xD8), 2),  # int, three bytes
@@ -38,8 +40,8 @@ _FIXED: dict[int, int] = {
     0x54: 0,  # 'T' true
     0x46: 0,  # 'F' false
 }
-_END = 0x5A  # 'Z' ends a map
-_MAX_CHUNK = 0x7FFF  # characters per string chunk (at most 0xFFFE UTF-16 units)
+_END: Final = 0x5A  # 'Z' ends a map
+_MAX_CHUNK: Final = 0x7FFF  # characters per string chunk (at most 0xFFFE UTF-16 units)
 
 
 class HessianError(ValueError):
@@ -47,11 +49,15 @@ class HessianError(ValueError):
 
 
 class Reader:
-    """Reads values from ``data`` starting at ``pos`` (which it advances)."""
+    """Reads values from ``data`` starting at ``pos`` (which it advances).
+
+    ``data`` is ``bytes``, not a buffer: compiled, indexing and slicing ``bytes`` are
+    direct C calls, where a union with ``bytearray`` goes through generic lookups.
+    """
 
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes | bytearray, pos: int = 0) -> None:
+    def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = data
         self.pos = pos
 
@@ -76,10 +82,14 @@ class Reader:
             # The common case inline: a short string (one byte of length), all ASCII, so
             # its UTF-16 units are its bytes.
             end = pos + 1 + data[pos]
-            chunk = data[pos + 1 : end]
-            if end <= len(data) and chunk.isascii():
-                self.pos = end
-                return chunk.decode("ascii")
+            if end <= len(data):
+                try:
+                    text = data[pos + 1 : end].decode("ascii")
+                except UnicodeDecodeError:
+                    pass  # not ASCII: counted in UTF-16 units, read below
+                else:
+                    self.pos = end
+                    return text
         tag = self._byte()
         if tag == 0x4E:
             return None

@@ -9,8 +9,9 @@ added as well: ``group`` and ``interface`` as the client sent them, and any othe
 attachment under its own name (the four keys above always win).
 
 The view is lazy (:class:`RequestView`): a route that reads ``service`` decodes the
-four leading strings and nothing else; the arguments are skipped and the attachments
-read only when some other key is asked for, or the view is iterated.  That is why
+four leading strings and nothing else (most calls not even those: the same leading
+bytes were seen before and their strings remembered); the arguments are skipped and the
+attachments read only when some other key is asked for, or the view is iterated.  So
 ``service`` is always the request's path, as MOSN has it on most listeners (MOSN lets
 the ``interface`` attachment override it on listeners named ``ingress_dubbo`` or
 ``egress_dubbo``); match on ``interface`` to route by the attachment.
@@ -19,15 +20,26 @@ the ``interface`` attachment override it on listeners named ``ingress_dubbo`` or
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Final
 
 from mosnpy_dubbo.hessian import HessianError, Reader
 
 __all__ = ["CORE_KEYS", "RequestView", "count_arguments", "request_view"]
 
 #: The leading strings of a request body, in order, under the names routes read.
-CORE_KEYS = ("dubbo", "service", "version", "method")
+CORE_KEYS: Final = ("dubbo", "service", "version", "method")
 
-_PRIMITIVES = frozenset("ZBCSIJFD")
+_PRIMITIVES: Final = frozenset("ZBCSIJFD")
+
+#: How much of a body the core keys are first looked for in (they are usually < 100 bytes).
+_CORE_WINDOW: Final = 256
+
+#: Core keys already read, by the bytes they were read from.  Calls repeat a few
+#: services and methods, so most requests find theirs here and decode no string.  Only
+#: bytes that decide the strings alone are keys (four short ASCII strings); the map starts
+#: over when full, so a stream of unique names costs memory only up to the limit.
+_SEEN: Final[dict[bytes, dict[str, str]]] = {}
+_SEEN_MAX: Final = 1024
 
 
 def count_arguments(descriptor: str) -> int:
@@ -50,6 +62,30 @@ def count_arguments(descriptor: str) -> int:
     return count
 
 
+def _short_strings_end(data: bytes, count: int) -> int:
+    """Where ``count`` strings of the one-byte-length form would end if each were ASCII
+    (a byte per UTF-16 unit); -1 if one has another form or runs past ``data``."""
+    pos = 0
+    for _ in range(count):
+        if pos >= len(data) or data[pos] >= 0x20:
+            return -1
+        pos += 1 + data[pos]
+    return pos if pos <= len(data) else -1
+
+
+def _core_strings(data: bytes) -> tuple[dict[str, str], int]:
+    """The core keys read from the start of ``data``, and where they end (-1: they could
+    not all be read; what could is kept)."""
+    core: dict[str, str] = {}
+    reader = Reader(data)
+    try:
+        for key in CORE_KEYS:
+            core[key] = reader.read_string() or ""
+    except HessianError:
+        return core, -1
+    return core, reader.pos
+
+
 class RequestView(Mapping[str, str]):
     """The routing keys of the hessian2 request body at ``data[offset]``, read on demand.
 
@@ -66,22 +102,34 @@ class RequestView(Mapping[str, str]):
         self._end = -1  # where the core strings ended (-1: could not read them all)
 
     def _read_core(self) -> dict[str, str]:
-        core: dict[str, str] = {}
-        reader = Reader(self._data, self._offset)
-        try:
-            for key in CORE_KEYS:
-                core[key] = reader.read_string() or ""
-            self._end = reader.pos
-        except HessianError:
-            pass  # keep what was read
+        data, start = self._data, self._offset
+        # The four strings are short: read them from a copy of the body's first bytes,
+        # and from all of it only when they run past that window.
+        window = bytes(data[start : start + _CORE_WINDOW])
+        short_end = _short_strings_end(window, len(CORE_KEYS))
+        if short_end >= 0:
+            key = window[:short_end]
+            core = _SEEN.get(key)
+            if core is not None:
+                self._core, self._end = core, start + short_end
+                return core
+        core, end = _core_strings(window)
+        if end < 0 and len(window) == _CORE_WINDOW:
+            core, end = _core_strings(bytes(data[start:]))
+        elif end >= 0 and end == short_end:
+            # All four were short and ASCII: those bytes alone decide them.
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            _SEEN[key] = core
         self._core = core
+        self._end = end if end < 0 else start + end
         return core
 
     def _read_all(self) -> dict[str, str]:
         core = self._core if self._core is not None else self._read_core()
         attachments: dict[str, str] = {}
         if self._end >= 0:
-            reader = Reader(self._data, self._end)
+            reader = Reader(bytes(self._data[self._end :]))
             try:
                 for _ in range(count_arguments(reader.read_string() or "")):
                     reader.read_scalar()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mosnpy_dubbo import hessian, spec
+from mosnpy_dubbo import hessian, request, spec
 from mosnpy_dubbo.codec import DubboCodec, DubboFrame
 from mosnpy_dubbo.request import RequestView, count_arguments, request_view
 
@@ -136,6 +136,41 @@ def test_the_view_reads_only_as_far_as_asked() -> None:
     view = RequestView(_request_body("I", b"\x91", GROUP_MAP), 0)
     assert view.get("group") == "blue" and view["service"] == "org.demo.Greeter"
     assert dict(view) == request_view(_request_body("I", b"\x91", GROUP_MAP), 0)
+
+
+def test_core_keys_past_the_first_window_and_not_ascii() -> None:
+    """The four strings are first read from a copy of the body's first bytes; a long
+    service name runs past it, a non-ASCII method takes the UTF-16 path, and both still
+    read, from a frame-sized buffer at an offset, with the attachments after them."""
+    service = "org.demo." + "LongServiceName" * 30  # > 256 bytes: a two-part length
+    strings = ("2.0.2", service, "1.0", "grüß𝄞", "I")
+    body = b"".join(hessian.encode_string(s) for s in strings) + b"\x91" + GROUP_MAP
+    frame = bytearray(16) + body
+    view = RequestView(frame, 16)
+    assert view.get("service") == service and view.get("method") == "grüß𝄞"
+    assert view.get("group") == "blue"
+    # cut inside the service name: the keys before the cut are kept, the rest are absent
+    cut = RequestView(bytearray(16) + body[:100], 16)
+    assert cut.get("dubbo") == "2.0.2" and cut.get("service") is None and cut.get("method") is None
+
+
+def test_remembered_core_keys_are_only_those_their_bytes_decide() -> None:
+    """Core keys are remembered by their bytes when those bytes alone decide them: a
+    repeat reads the same strings, and two non-ASCII methods that share their leading
+    bytes (é and è are c3 a9 and c3 a8) are each read from their own body."""
+
+    def body(service: str, method: str) -> bytearray:
+        strings = ("2.0.2", service, "1.0", method, "I")
+        return bytearray(b"".join(hessian.encode_string(s) for s in strings) + b"\x91" + GROUP_MAP)
+
+    for _ in range(2):  # the second round finds the first's strings remembered
+        assert RequestView(body("org.demo.A", "hello"), 0).get("service") == "org.demo.A"
+        assert RequestView(body("org.demo.B", "hello"), 0).get("service") == "org.demo.B"
+        assert RequestView(body("org.demo.A", "é"), 0).get("method") == "é"
+        assert RequestView(body("org.demo.A", "è"), 0).get("method") == "è"
+    for i in range(request._SEEN_MAX + 10):  # bounded: it starts over when full
+        assert RequestView(body(f"org.demo.S{i}", "m"), 0).get("service") == f"org.demo.S{i}"
+    assert 0 < len(request._SEEN) <= request._SEEN_MAX
 
 
 def test_an_object_argument_leaves_only_the_first_four_keys() -> None:
@@ -349,3 +384,9 @@ def test_a_body_of_exactly_max_body_decodes_and_one_byte_more_is_refused(codec: 
         pytest.fail(f"the header of a body of exactly max_body={limit} bytes was refused: {exc}")
     with pytest.raises(DecodeError, match=f"dubbo body of {limit + 1} bytes exceeds {limit}"):
         codec.decode(bytearray(_header_with_length(limit + 1)))
+
+
+def test_the_fixed_header_size_is_the_struct_size() -> None:
+    from mosnpy_dubbo import codec
+
+    assert codec._HEADER_SIZE == codec.HEADER.size == 16
