@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import pytest
 
 import mosnpy
 import mosnpy.protocol.registry as protocol_registry
+from mosnpy import cli
 from mosnpy.cli import _EXTENSION_POINTS
 from mosnpy.config import ConfigError, load_config, parse_config
 from mosnpy.protocol.registry import lookup, plugin_hint
@@ -313,3 +315,15 @@ def test_license_is_apache_2() -> None:
     assert "END OF TERMS AND CONDITIONS" in text
     assert "APPENDIX: How to apply the Apache License to your work." in text
     assert "license = Apache-2.0" in (REPO_ROOT / "setup.cfg").read_text()
+
+
+def test_tune_gc_freezes_what_is_loaded_and_collects_the_young_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        cli.tune_gc()
+        assert gc.get_threshold() == (cli.GC_YOUNG_THRESHOLD, *before[1:])
+        assert before[0] < cli.GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() > 0  # the modules loaded so far
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

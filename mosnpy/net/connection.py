@@ -53,6 +53,11 @@ _UNCOUNTED: Final = Traffic()
 #: How much one ``recv`` asks for.
 READ_SIZE: Final = 65536
 
+# Final aliases of what every message calls: compiled, ``trio.lowlevel.checkpoint`` is
+# three lookups and an imported name one, where a Final is a C static.
+_checkpoint: Final = trio.lowlevel.checkpoint
+_perf_counter: Final = perf_counter
+
 
 @mypyc_attr(native_class=False)
 class ConnectionClosedError(ConnectionError):
@@ -97,6 +102,7 @@ class Connection:
         "_drained",
         "_fast_clock",
         "_send_lock",
+        "_sending",
         "_sock",
         "_wbuf",
         "cancel_scope",
@@ -147,6 +153,7 @@ class Connection:
         self.cancel_scope: trio.CancelScope | None = None
         self._close_listeners: list[Callable[[ConnectionEvent], None]] = []
         self._send_lock = trio.StrictFIFOLock()
+        self._sending = False  # the send lock is held (see _send_holding_lock)
         #: bytes :meth:`write_nowait` could not send at once (a writer task drains them)
         self._wbuf = bytearray()
         self._drained: trio.Event | None = None
@@ -179,7 +186,7 @@ class Connection:
 
         Cancellation: safe; nothing is consumed unless it is returned.
         """
-        await trio.lowlevel.checkpoint()
+        await _checkpoint()
         while True:
             data = self.receive_nowait(max_bytes)
             if data is not None:
@@ -228,18 +235,27 @@ class Connection:
         lock = self._send_lock
         if self._wbuf:
             await self.drain()  # after what write_nowait queued, in order
-        if lock.locked():
+        if self._sending:
             # Another task is mid-send on this connection (multiplexed streams):
             # queue behind it so frames never interleave.
             async with lock:
-                await self._send_unlocked(data)
+                await self._send_holding_lock(data)
             return
         await trio.lowlevel.checkpoint_if_cancelled()
         lock.acquire_nowait()
         try:
-            await self._send_unlocked(data)
+            await self._send_holding_lock(data)
         finally:
             lock.release()
+
+    async def _send_holding_lock(self, data: bytes | bytearray | memoryview) -> None:
+        # ``_sending`` mirrors "the send lock is held" as a plain field: the write path
+        # reads it on every message, where ``Lock.locked()`` would be a Python call.
+        self._sending = True
+        try:
+            await self._send_unlocked(data)
+        finally:
+            self._sending = False
 
     def write_nowait(self, data: bytes | bytearray) -> None:
         """Send ``data`` without waiting: what the kernel does not take now is kept and
@@ -262,7 +278,7 @@ class Connection:
     def _write_wire(self, data: bytes | bytearray) -> None:
         """Put bytes on the wire without waiting (the transport seam: TLS encrypts here
         and hands the records on)."""
-        if self._wbuf or self._send_lock.locked():
+        if self._wbuf or self._sending:
             # A writer holds the socket: queue behind it, in order.
             if self.closed:
                 raise ConnectionClosedError(f"{self!r} is closed")
@@ -312,7 +328,7 @@ class Connection:
                 while self._wbuf:
                     data = bytes(self._wbuf)
                     self._wbuf.clear()
-                    await self._send_unlocked(data)
+                    await self._send_holding_lock(data)
         except ConnectionClosedError:
             self._wbuf.clear()
         finally:
@@ -352,7 +368,7 @@ class Connection:
         """The run's clock (``trio.current_time()``, which takes three calls), read
         without a Python call when it is trio's own: a request reads it several times."""
         if self._fast_clock:
-            return self._clock_offset + perf_counter()
+            return self._clock_offset + _perf_counter()
         return self._clock()
 
     def peer_closed_while_idle(self) -> bool:

@@ -113,10 +113,8 @@ class StreamDownStream(DownStream):
             downstream_address=server.conn.remote_address,
             start_time=server.conn.now(),
         )
-        # (not isinstance: on a HeaderMap class that goes through ABCMeta, per request)
-        target = getattr(headers, "target", None)  # a RequestHeaders' request target
-        if target is not None:
-            stream.variables["target"] = target
+        if isinstance(headers, RequestHeaders):  # (getattr with a default costs an
+            stream.variables["target"] = headers.target  # exception when it is absent)
         super().__init__(server.ctx, server.conn, stream)
         self.server = server
         self.sid = event.stream_id

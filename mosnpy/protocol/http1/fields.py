@@ -28,20 +28,40 @@ from typing import Final
 
 from mosnpy.protocol.headers import HeaderMap
 
-__all__ = ["Http1Fields", "Plain", "peek_raw", "scan_plain", "split_raw"]
+__all__ = ["Http1Fields", "Plain", "peek_lowered", "peek_raw", "scan_plain", "split_raw"]
 
 #: One pass over a head block (request or status line first): every line of a field
-#: that steers framing, keep-alive or hop-by-hop handling, with its value.  Each match
-#: spans the CRLF before the line and the line itself, so cutting a span removes the
-#: line.  llhttp has already validated the block (token names, no obs-fold, no bare
-#: CR or LF), so ``[^\r\n]*`` is exactly the value with its surrounding whitespace.
+#: that steers framing, keep-alive or hop-by-hop handling.  ``split`` cuts the block at
+#: them, giving (text before, the line with the CRLF before it, its name, its value)
+#: per match and the text after the last: joining the texts and lines again with a
+#: line left out removes that line.  llhttp has already validated the block (token names, no
+#: obs-fold, no bare CR or LF), so ``[^\r\n]*`` is exactly the value with its
+#: surrounding whitespace, and no match can start inside the start line.
 _SPECIAL: Final = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection|host|keep-alive|proxy-connection"
-    rb"|te|trailer|upgrade|expect):[ \t]*([^\r\n]*)",
+    rb"(\r\n(content-length|transfer-encoding|connection|host|keep-alive|proxy-connection"
+    rb"|te|trailer|upgrade|expect):[ \t]*([^\r\n]*))",
     re.IGNORECASE,
 )
-_findall: Final = _SPECIAL.findall
+_split: Final = _SPECIAL.split
 _PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
+
+# What a plain scan does with each field it finds, by its lower-case name, and by the
+# casings seen on the wire (a name in another casing is lowered first).
+_OTHER: Final = 0  # the full scan's business: Upgrade, Expect, TE, other hop-by-hop
+_CONTENT_LENGTH: Final = 1
+_TRANSFER_ENCODING: Final = 2
+_CONNECTION: Final = 3
+_HOST: Final = 4
+_KINDS: Final[dict[bytes, int]] = {
+    name: kind
+    for lower, kind in (
+        (b"content-length", _CONTENT_LENGTH),
+        (b"transfer-encoding", _TRANSFER_ENCODING),
+        (b"connection", _CONNECTION),
+        (b"host", _HOST),
+    )
+    for name in (lower, lower.title(), lower.upper())
+}
 
 #: What a plain scan found: (raw, content-length, transfer-encoding, connection, host),
 #: the values as ``str`` (latin-1) with surrounding whitespace removed, or None.
@@ -56,47 +76,45 @@ def scan_plain(block: bytes, raw_start: int, request: bool) -> Plain | None:
     the lines that go on (Connection and Transfer-Encoding lines cut) and the values.
     Host is read for requests only (a response's Host is an ordinary field).
     """
+    parts = _split(block)
     cl = te = conn = host = None
-    cut: list[bytes] | None = None
-    for name, raw_value in _findall(block, raw_start - 2):
-        lname = name.lower()
-        value = raw_value.rstrip(b" \t").decode("latin-1")
-        if lname == b"content-length":
+    cut = False
+    for i in range(1, len(parts), 4):
+        name: bytes = parts[i + 1]
+        kind = _KINDS.get(name)
+        if kind is None:
+            kind = _KINDS.get(name.lower(), _OTHER)
+        value = parts[i + 2].rstrip(b" \t").decode("latin-1")
+        if kind == _CONTENT_LENGTH:
             if cl is not None:
                 return None  # repeated: the full scan refuses it
             cl = value
-            continue
-        if lname == b"host":
-            if not request:
-                continue
-            if host is not None:
-                return None
-            host = value
-            continue
-        if lname == b"connection":
+        elif kind == _HOST:
+            if request:
+                if host is not None:
+                    return None
+                host = value
+        elif kind == _CONNECTION:
             if conn is not None or value.lower() not in _PLAIN_CONNECTION:
                 return None  # several, or naming other fields: the full scan sorts it out
             conn = value
-        elif lname == b"transfer-encoding":
+            parts[i] = b""
+            cut = True
+        elif kind == _TRANSFER_ENCODING:
             if te is not None:
                 return None
             te = value
+            parts[i] = b""
+            cut = True
         else:
             return None  # Upgrade, Expect, TE and the other hop-by-hop fields
-        if cut is None:
-            cut = []
-        cut.append(name)
-    if cut is None:
+    if not cut:
         return block[raw_start:], cl, te, conn, host
-    # Each cut name starts one line (a repeat went the full scan's way).  From the start
-    # line's CRLF on, every line follows a CRLF: cutting that CRLF and the line's text
-    # leaves the line's own CRLF to end the line before it.
-    raw = block[raw_start - 2 :]
-    for name in cut:
-        start = raw.find(b"\r\n" + name + b":")
-        end = raw.find(b"\r\n", start + 2)
-        raw = raw[:start] + raw[end:]
-    return raw[2:], cl, te, conn, host
+    for i in range(2, len(parts), 4):
+        parts[i] = parts[i + 1] = b""  # (names and values: only the lines are joined)
+    # The start line stays first and whole, so the fields that go on start at
+    # ``raw_start`` in the block with the cut lines left out too.
+    return b"".join(parts)[raw_start:], cl, te, conn, host
 
 
 def split_raw(raw: bytes | None) -> list[tuple[str, str]]:
@@ -114,13 +132,20 @@ def split_raw(raw: bytes | None) -> list[tuple[str, str]]:
 def peek_raw(raw: bytes | None, name: str) -> str | EllipsisType | None:
     """What a lazy HTTP/1 map knows of lower-case ``name`` before splitting ``raw``:
     None when not even its bytes occur there, else ``...`` (splitting tells)."""
-    if raw is None:
+    return peek_lowered(None if raw is None else raw.lower(), name)
+
+
+def peek_lowered(lowered: bytes | None, name: str) -> str | EllipsisType | None:
+    """:func:`peek_raw` given ``raw`` lower-cased already."""
+    if lowered is None:
         return ...
     try:
         needle = name.encode("latin-1")
     except UnicodeEncodeError:
         return None  # no such name can be on the wire
-    return None if needle not in raw.lower() else ...
+    # (``find``, not ``in``: for bytes, ``in`` first tries the needle as an int and
+    # clears the TypeError, which costs more than the search)
+    return None if lowered.find(needle) < 0 else ...
 
 
 class Http1Fields(HeaderMap):

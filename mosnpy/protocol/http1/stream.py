@@ -55,7 +55,7 @@ from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1.client import Http1ClientCodec
 from mosnpy.protocol.http1.errors import Http1ConnectionClosed, Http1Error
 from mosnpy.protocol.http1.events import Body, BodyFraming, EndOfMessage, Event, RequestHead, ResponseHead
-from mosnpy.protocol.http1.fields import Http1Fields, peek_raw, split_raw
+from mosnpy.protocol.http1.fields import Http1Fields, peek_lowered, split_raw
 from mosnpy.protocol.http1.server import Http1ServerCodec
 
 __all__ = [
@@ -77,7 +77,7 @@ class Http1RequestHeaders(RequestHeaders):
     """A parsed request's headers, carrying its head (version, framing, length); its
     fields are split from the raw bytes only when read (:mod:`.fields`)."""
 
-    __slots__ = ("head",)
+    __slots__ = ("_lowered", "head")
 
     def __init__(self, head: RequestHead) -> None:
         headers = head.headers
@@ -88,12 +88,19 @@ class Http1RequestHeaders(RequestHeaders):
         self.target = head.target
         self.timeout = None
         self.head = head
+        #: ``raw`` lower-cased, once a peek needed it (the proxy probes a request for
+        #: several absent fields: ``x-mosn-*-timeout``, route header matchers)
+        self._lowered: bytes | None = None
 
     def _load(self) -> list[tuple[str, str]]:
         return split_raw(self.raw)
 
     def _peek(self, name: str) -> str | EllipsisType | None:
-        return peek_raw(self.raw, name)
+        # (``raw`` cannot change while the map is unsplit: an edit splits it first.)
+        lowered = self._lowered
+        if lowered is None and self.raw is not None:
+            lowered = self._lowered = self.raw.lower()
+        return peek_lowered(lowered, name)
 
 
 class Http1ResponseHeaders(Http1Fields):

@@ -60,6 +60,11 @@ _DEFAULT_DUBBO: Final = 70
 _FROM_DUBBO: Final = {20: 200, 30: 504, 31: 504, 100: 503}
 _DEFAULT_CODE: Final = 500
 
+# (Final aliases: compiled, a member read through the enum class is a generic lookup.)
+_REQUEST: Final = StreamType.REQUEST
+_ONEWAY: Final = StreamType.ONEWAY
+_RESPONSE: Final = StreamType.RESPONSE
+
 
 class DubboFrame:
     """One dubbo frame: its wire bytes plus the header fields the framework reads.
@@ -112,17 +117,14 @@ class DubboFrame:
         """``dubbo``, ``service``, ``version``, ``method`` (and attachments) of a
         hessian2 request; empty for responses, heartbeats and other serializations."""
         if self._view is None:
-            readable = self.stream_type is not StreamType.RESPONSE and not self.is_heartbeat
+            readable = self.stream_type is not _RESPONSE and not self.is_heartbeat
             readable = readable and self.serialization == HESSIAN2
             self._view = RequestView(self.raw, _HEADER_SIZE) if readable else {}
         return self._view
 
 
 def _frame(raw: bytearray, flag: int, status: int, request_id: int) -> DubboFrame:
-    if not flag & FLAG_REQUEST:
-        kind = StreamType.RESPONSE
-    else:
-        kind = StreamType.REQUEST if flag & FLAG_TWO_WAY else StreamType.ONEWAY
+    kind = (_REQUEST if flag & FLAG_TWO_WAY else _ONEWAY) if flag & FLAG_REQUEST else _RESPONSE
     return DubboFrame(raw, flag, status, request_id, kind, bool(flag & FLAG_EVENT))
 
 
