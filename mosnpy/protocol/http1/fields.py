@@ -34,9 +34,9 @@ __all__ = ["Http1Fields", "Plain", "peek_lowered", "peek_raw", "scan_plain", "sp
 #: that steers framing, keep-alive or hop-by-hop handling.  ``split`` cuts the block at
 #: them, giving (text before, the line with the CRLF before it, its name, its value)
 #: per match and the text after the last: joining the texts and lines again with a
-#: line left out removes that line.  llhttp has already validated the block (token names, no
-#: obs-fold, no bare CR or LF), so ``[^\r\n]*`` is exactly the value with its
-#: surrounding whitespace, and no match can start inside the start line.
+#: line left out removes that line.  llhttp has already validated the block (token
+#: names, no obs-fold, no bare CR or LF), so ``[^\r\n]*`` is exactly the value with
+#: its surrounding whitespace, and no match can start inside the start line.
 _SPECIAL: Final = re.compile(
     rb"(\r\n(content-length|transfer-encoding|connection|host|keep-alive|proxy-connection"
     rb"|te|trailer|upgrade|expect):[ \t]*([^\r\n]*))",
