@@ -113,8 +113,9 @@ class StreamDownStream(DownStream):
             downstream_address=server.conn.remote_address,
             start_time=server.conn.now(),
         )
-        if isinstance(headers, RequestHeaders):  # (getattr with a default costs an
-            stream.variables["target"] = headers.target  # exception when it is absent)
+        # (isinstance, not getattr with a default: a miss raises and clears an exception)
+        if isinstance(headers, RequestHeaders):
+            stream.variables["target"] = headers.target
         super().__init__(server.ctx, server.conn, stream)
         self.server = server
         self.sid = event.stream_id

@@ -44,7 +44,7 @@ __all__ = ["DubboCodec", "DubboFrame"]
 
 MAGIC: Final = b"\xda\xbb"
 HEADER: Final = struct.Struct(">2sBBQI")  # magic, flag, status, request id, body length
-_HEADER_SIZE: Final = 16
+_HEADER_SIZE: Final = HEADER.size  # (a C static compiled; ``HEADER.size`` is a lookup)
 _ID: Final = struct.Struct(">Q")
 _ID_OFFSET: Final = 4
 FLAG_REQUEST: Final = 0x80

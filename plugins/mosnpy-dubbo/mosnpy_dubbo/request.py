@@ -108,8 +108,7 @@ class RequestView(Mapping[str, str]):
         window = bytes(data[start : start + _CORE_WINDOW])
         short_end = _short_strings_end(window, len(CORE_KEYS))
         if short_end >= 0:
-            key = window[:short_end]
-            core = _SEEN.get(key)
+            core = _SEEN.get(window[:short_end])
             if core is not None:
                 self._core, self._end = core, start + short_end
                 return core
@@ -120,7 +119,7 @@ class RequestView(Mapping[str, str]):
             # All four were short and ASCII: those bytes alone decide them.
             if len(_SEEN) >= _SEEN_MAX:
                 _SEEN.clear()
-            _SEEN[key] = core
+            _SEEN[window[:end]] = core
         self._core = core
         self._end = end if end < 0 else start + end
         return core
