@@ -53,6 +53,7 @@ COMPILED = [
     "mosnpy/stream/io.py",
     "mosnpy/stream/stream.py",
     # Proxy, routing, upstream
+    "mosnpy/proxy/context.py",
     "mosnpy/proxy/downstream.py",
     "mosnpy/proxy/factory.py",
     "mosnpy/proxy/phases.py",
@@ -65,6 +66,7 @@ COMPILED = [
     "mosnpy/router/table.py",
     "mosnpy/router/virtualhost.py",
     "mosnpy/upstream/cluster.py",
+    "mosnpy/upstream/host.py",
     "mosnpy/upstream/lb.py",
     "mosnpy/upstream/multiplex.py",
     "mosnpy/upstream/outlier.py",

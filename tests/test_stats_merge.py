@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from mosnpy.admin import metrics
-from mosnpy.net.stats import Histogram
+from mosnpy.net.stats import LATENCY_BOUNDS, Histogram
 from mosnpy.runtime.control import merge_stats
 
 
@@ -73,3 +77,20 @@ def test_histograms_render_as_prometheus_histograms() -> None:
     glob = metrics.render_glob(stats).decode().splitlines()
     assert "request_total:5" in glob and "bytes_read_total:500" in glob
     assert "request_time_max:200000000" in glob
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.lists(
+        st.floats(min_value=0, max_value=1e6, allow_nan=False) | st.sampled_from(LATENCY_BOUNDS), max_size=30
+    )
+)
+def test_histogram_buckets_are_bisect_left(values: list[float]) -> None:
+    # counts[i]: values <= bounds[i] and above the one before; the last is +Inf.
+    hist = Histogram()
+    expected = [0] * (len(LATENCY_BOUNDS) + 1)
+    for value in values:
+        hist.observe(value)
+        expected[bisect.bisect_left(LATENCY_BOUNDS, value)] += 1
+    assert hist.counts == expected
+    assert hist.count == len(values)

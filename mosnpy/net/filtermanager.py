@@ -20,6 +20,10 @@ __all__ = ["FilterManager"]
 
 log: Final = logging.getLogger("mosnpy.net")
 
+#: (a C static compiled: a member of an Enum from a plain module is otherwise looked
+#: up through the Enum metaclass on every use, which is slow)
+_STOP: Final = FilterStatus.STOP
+
 
 class FilterManager:
     """Holds one connection's read and write filters and runs them."""
@@ -42,7 +46,7 @@ class FilterManager:
         if not self.read_filters:
             return False
         for f in self.read_filters:
-            if f.on_new_connection(self.connection) is FilterStatus.STOP:
+            if f.on_new_connection(self.connection) is _STOP:
                 break
         return True
 
@@ -52,7 +56,7 @@ class FilterManager:
         for f in self.read_filters:
             if not buf:
                 return
-            if await f.on_data(buf) is FilterStatus.STOP:
+            if await f.on_data(buf) is _STOP:
                 return
 
     async def on_eof(self) -> bool:
@@ -67,4 +71,4 @@ class FilterManager:
 
     def on_write(self, data: bytearray) -> bool:
         """Run the write filters; False if one of them dropped the bytes."""
-        return all(f.on_write(data) is not FilterStatus.STOP for f in self.write_filters)
+        return all(f.on_write(data) is not _STOP for f in self.write_filters)

@@ -33,8 +33,8 @@ failure the retry policy allows jumps to RETRY instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Final, TypeAlias
+from collections.abc import Awaitable
+from typing import Final, TypeAlias
 
 import trio
 
@@ -42,7 +42,7 @@ from mosnpy.net.connection import Connection, ConnectionClosedError
 from mosnpy.net.original_dst import ORIGINAL_DST
 from mosnpy.proxy import replies
 from mosnpy.proxy.context import DEFAULT_GLOBAL_TIMEOUT, ProxyContext
-from mosnpy.proxy.phases import MAX_JUMPS, NEXT, ORDER, Phase, check, counts_as_jump
+from mosnpy.proxy.phases import MAX_JUMPS, NEXT, Phase, check, counts_as_jump
 from mosnpy.registry import UnknownNameError
 from mosnpy.router import Route
 from mosnpy.stream.chain import StreamFilterChain, run_now
@@ -61,14 +61,13 @@ log: Final = logging.getLogger("mosnpy.proxy")
 RETRY_BACKOFF: Final = 0.01
 
 _EMPTY_CHAIN: Final = StreamFilterChain()
-_NEXT: Final = NEXT
 _INF: Final = float("inf")
 
 #: What a phase handler returns: the next phase, None (parked), or a wait for it.
 Step: TypeAlias = "Phase | Awaitable[Phase] | None"
-Handler = Callable[[Any], Step]
 
-#: The handler method of each phase, in :data:`ORDER`.
+#: The handler method of each phase, in :data:`ORDER`; :meth:`DownStream._step` is
+#: this table written out as code (a test holds the two equal).
 _HANDLER_NAMES: Final[dict[Phase, str]] = {
     Phase.INIT: "_init",
     Phase.DOWN_FILTER: "_down_filter",
@@ -90,19 +89,51 @@ _HANDLER_NAMES: Final[dict[Phase, str]] = {
 }
 
 
+def _successor(phase: Phase) -> Phase | None:
+    """``NEXT[phase.idx]``, the normal successor, by identity (a test holds the two
+    equal): compiled, the members are C statics and this is a few pointer compares,
+    where ``phase.idx`` is a Python attribute lookup, twice per phase of every request."""
+    if phase is Phase.INIT:
+        return Phase.DOWN_FILTER
+    if phase is Phase.DOWN_FILTER:
+        return Phase.MATCH_ROUTE
+    if phase is Phase.MATCH_ROUTE:
+        return Phase.DOWN_FILTER_AFTER_ROUTE
+    if phase is Phase.DOWN_FILTER_AFTER_ROUTE:
+        return Phase.CHOOSE_HOST
+    if phase is Phase.CHOOSE_HOST:
+        return Phase.DOWN_FILTER_AFTER_CHOOSE_HOST
+    if phase is Phase.DOWN_FILTER_AFTER_CHOOSE_HOST:
+        return Phase.DOWN_RECV_HEADER
+    if phase is Phase.DOWN_RECV_HEADER:
+        return Phase.DOWN_RECV_DATA
+    if phase is Phase.DOWN_RECV_DATA:
+        return Phase.DOWN_RECV_TRAILER
+    if phase is Phase.DOWN_RECV_TRAILER:
+        return Phase.ONEWAY
+    if phase is Phase.ONEWAY:
+        return Phase.WAIT_NOTIFY
+    if phase is Phase.WAIT_NOTIFY:
+        return Phase.UP_FILTER
+    if phase is Phase.UP_FILTER:
+        return Phase.UP_RECV_HEADER
+    if phase is Phase.UP_RECV_HEADER:
+        return Phase.UP_RECV_DATA
+    if phase is Phase.UP_RECV_DATA:
+        return Phase.UP_RECV_TRAILER
+    if phase is Phase.UP_RECV_TRAILER:
+        return Phase.END
+    if phase is Phase.RETRY:
+        return Phase.DOWN_RECV_HEADER
+    return NEXT[phase.idx]  # END (None)
+
+
 class ClientGone(Exception):
     """The downstream client closed or broke mid-request: nobody to answer."""
 
 
 class DownStream:
     """The protocol-neutral half of one request's phase machine."""
-
-    #: per subclass: the handlers indexed by ``Phase.idx`` (built once per class)
-    _handlers: ClassVar[tuple[Handler, ...]]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._handlers = tuple(getattr(cls, _HANDLER_NAMES[p]) for p in ORDER)
 
     # Per-request state.  The defaults live on the class and an instance stores only
     # what changes, so starting a request costs a few stores, not thirty.
@@ -150,9 +181,50 @@ class DownStream:
 
     # -- the machine ---------------------------------------------------------------
 
+    def _step(self, phase: Phase) -> Step:
+        """Run ``phase``'s handler (named in :data:`_HANDLER_NAMES`).
+
+        Written out rather than looked up in a table of bound methods: compiled, each
+        branch is a direct call through the class's vtable (so a subclass's override
+        runs), where a table entry is a Python-level call per phase of every request.
+        """
+        if phase is Phase.INIT:
+            return self._init()
+        if phase is Phase.DOWN_FILTER:
+            return self._down_filter()
+        if phase is Phase.MATCH_ROUTE:
+            return self._match_route()
+        if phase is Phase.DOWN_FILTER_AFTER_ROUTE:
+            return self._down_filter_after_route()
+        if phase is Phase.CHOOSE_HOST:
+            return self._choose_host()
+        if phase is Phase.DOWN_FILTER_AFTER_CHOOSE_HOST:
+            return self._down_filter_after_choose_host()
+        if phase is Phase.DOWN_RECV_HEADER:
+            return self._down_recv_header()
+        if phase is Phase.DOWN_RECV_DATA:
+            return self._down_recv_data()
+        if phase is Phase.DOWN_RECV_TRAILER:
+            return self._down_recv_trailer()
+        if phase is Phase.ONEWAY:
+            return self._oneway()
+        if phase is Phase.WAIT_NOTIFY:
+            return self._wait_notify()
+        if phase is Phase.UP_FILTER:
+            return self._up_filter()
+        if phase is Phase.UP_RECV_HEADER:
+            return self._up_recv_header()
+        if phase is Phase.UP_RECV_DATA:
+            return self._up_recv_data()
+        if phase is Phase.UP_RECV_TRAILER:
+            return self._up_recv_trailer()
+        if phase is Phase.RETRY:
+            return self._retry()
+        return self._end()
+
     def _transition(self, phase: Phase, nxt: Phase) -> Phase:
         """Check ``phase → nxt`` against the table and count backward jumps."""
-        if nxt is _NEXT[phase.idx]:
+        if nxt is _successor(phase):
             return nxt  # the normal successor: always allowed, never a jump
         check(phase, nxt)
         if counts_as_jump(phase, nxt):
@@ -165,16 +237,15 @@ class DownStream:
 
     async def _walk(self, phase: Phase) -> Phase | None:
         """Walk from ``phase``, awaiting waits; END, or None when the stream parked."""
-        handlers = self._handlers
         end = Phase.END
         while phase is not end:
             self.phase = phase  # a failure names the phase it happened in
-            step = handlers[phase.idx](self)
+            step = self._step(phase)
             if step is None:
                 return None
             if not isinstance(step, Phase):
                 step = await step
-            phase = step if step is _NEXT[phase.idx] else self._transition(phase, step)
+            phase = step if step is _successor(phase) else self._transition(phase, step)
         self.phase = end
         return end
 
@@ -186,12 +257,10 @@ class DownStream:
         A handler's exception ends the stream with a 500 (or a reset once the response
         has started), logged and counted: a client never hangs on a bug.
         """
-        handlers = self._handlers
-        successor = _NEXT
         end = Phase.END
         try:
             while phase is not end:
-                step = handlers[phase.idx](self)
+                step = self._step(phase)
                 if not isinstance(step, Phase):
                     self.phase = phase
                     if step is not None:
@@ -201,7 +270,7 @@ class DownStream:
                     return
                 # The normal successor is always allowed; anything else is checked
                 # against the table (and counted, for backward jumps).
-                phase = step if step is successor[phase.idx] else self._transition(phase, step)
+                phase = step if step is _successor(phase) else self._transition(phase, step)
         except (ClientGone, ConnectionClosedError):
             self.keep_alive = False
             self._complete(True)
@@ -587,7 +656,3 @@ def _milliseconds(value: str | None) -> float | None:
     if value is None or not (value.isascii() and value.isdigit()) or len(value) > 12:
         return None
     return int(value) / 1000
-
-
-# The base class gets its table too (used only through subclasses).
-DownStream._handlers = tuple(getattr(DownStream, _HANDLER_NAMES[p]) for p in ORDER)

@@ -46,12 +46,6 @@ __all__ = [
 log: Final = logging.getLogger("mosnpy.proxy")
 
 
-class ServerDriver(Protocol):
-    async def on_data(self, buf: bytearray) -> FilterStatus: ...
-
-    def on_shutdown(self) -> None: ...
-
-
 def resolve_protocols(spec: str) -> list[tuple[str, ProtocolDescriptor]]:
     """A protocol name, a comma-separated list of names, or ``"Auto"`` → descriptors, in
     sniffing order.
@@ -76,7 +70,9 @@ class ProxyFilter:
         self.candidates = candidates
         #: the upstream protocol (None: the same as the downstream's)
         self.upstream = upstream
-        self.driver: ServerDriver | None = None
+        #: serves the connection once its protocol is known (a native call per batch
+        #: compiled: the one driver there is, not a structural type)
+        self.driver: StreamServer | None = None
         self.conn: Connection | None = None
 
     def on_new_connection(self, connection: Connection) -> FilterStatus:
@@ -104,7 +100,7 @@ class ProxyFilter:
             self.driver = self._make_driver(dict(self.candidates)[name])
         return await self.driver.on_data(buffer)
 
-    def _make_driver(self, descriptor: ProtocolDescriptor) -> ServerDriver:
+    def _make_driver(self, descriptor: ProtocolDescriptor) -> StreamServer:
         assert self.conn is not None
         return StreamServer(self.ctx, self.conn, descriptor, self.upstream or descriptor)
 

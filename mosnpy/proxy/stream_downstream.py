@@ -91,6 +91,9 @@ class StreamDownStream(DownStream):
     up_ended = False
     response: ResponseReceived | None = None
     response_ended = False
+    #: response body and trailers that arrived before the response could stream
+    #: (a list once there are any)
+    response_parts: list[StreamEvent] | None = None
     timer: Timer | None = None
     #: body bytes received and not yet acknowledged to their sender (flow
     #: control: acknowledged once passed on to a peer that keeps up)
@@ -126,8 +129,6 @@ class StreamDownStream(DownStream):
         self.request_ended = event.end_stream
         #: body pieces received (kept for a retry while under the limit; None after)
         self.body: list[bytes] | None = []
-        #: response body and trailers that arrived before the response could stream
-        self.response_parts: list[StreamEvent] = []
 
     def __repr__(self) -> str:
         return f"<StreamDownStream {self.stream.protocol}#{self.sid} {self.phase.value}>"
@@ -237,7 +238,7 @@ class StreamDownStream(DownStream):
         self.up_sid = sid
         self.body_sent = 0
         self.response = None
-        self.response_parts.clear()
+        self.response_parts = None
         self.response_ended = False
         whole = self.request_ended and not self.body_size and self.trailers is None
         headers = self.stream.headers
@@ -587,7 +588,11 @@ class StreamDownStream(DownStream):
 
     def _response_part(self, event: StreamEvent) -> None:
         if self.phase is not _UP_RECV_DATA:
-            self.response_parts.append(event)  # the head has not gone down yet
+            # The head has not gone down yet.
+            if self.response_parts is None:
+                self.response_parts = [event]
+            else:
+                self.response_parts.append(event)
             return
         if self._forward_part(event):
             self._resume(Phase.UP_RECV_TRAILER)

@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import attrs
 import trio
 
 from mosnpy.admin import AdminServer, ReloadRefused
@@ -468,9 +467,7 @@ def _take_over(old: Listener, new: Listener, clusters: ClusterManager) -> None:
         before = old.filter_factories[i] if i < len(old.filter_factories) else None
         if isinstance(factory, ProxyFilterFactory) and isinstance(before, ProxyFilterFactory):
             ctx = before.ctx
-            for field in attrs.fields(type(ctx)):
-                if field.name != "stats":
-                    setattr(ctx, field.name, getattr(factory.ctx, field.name))
+            ctx.take_settings(factory.ctx)
             factory.ctx = ctx
             carried.add(id(before))
     for before in old.filter_factories:

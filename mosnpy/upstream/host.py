@@ -84,7 +84,7 @@ class Host:
         self,
         address: str,
         hostname: str = "",
-        weight: int = 1,
+        weight: object = 1,  # (checked below; compiled, an ``int`` would take a bool as 1)
         metadata: Mapping[str, Any] | None = None,
         *,
         healthy: bool = True,
@@ -95,7 +95,7 @@ class Host:
             raise ValueError(f"host {address!r}: weight must be a positive integer, not {weight!r}")
         self.address = address
         self.hostname = hostname
-        self.weight = weight
+        self.weight: int = weight
         self.metadata: Mapping[str, Any] = metadata or _EMPTY
         self.healthy = healthy
         self.check_failed = not healthy

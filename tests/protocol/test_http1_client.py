@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mosnpy.protocol.headers import HeaderMap
 from mosnpy.protocol.http1 import (
@@ -17,6 +19,7 @@ from mosnpy.protocol.http1 import (
     Http1Error,
     RequestHead,
     ResponseHead,
+    _encode,
 )
 
 GET = RequestHead("GET", "/", HeaderMap([("host", "h")]))
@@ -352,6 +355,36 @@ def test_encode_request_refusals() -> None:
             RequestHead("POST", "/", HeaderMap()), BodyFraming.LENGTH
         )  # no length known
     assert reusable(codec)  # nothing was recorded as sent
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.sampled_from(["GET", "POST", "DELETE", "PATCH", "M-SEARCH", "G T", "", "get"]),
+    st.text(st.characters(max_codepoint=0x17F), max_size=12) | st.sampled_from(["/", "/a?b=c", "*", "/\x7f"]),
+)
+def test_request_line_fast_path_agrees_with_the_pattern(method: str, target: str) -> None:
+    # The common-method shortcut accepts exactly what the full pattern accepts.
+    line = f"{method} {target} HTTP/1.1\r\n"
+    if _encode._REQUEST_LINE_RE.fullmatch(line):
+        assert _encode.request_line(method, target) == line.encode("ascii")
+    else:
+        with pytest.raises(Http1Error):
+            _encode.request_line(method, target)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(["1.0", "1.1"]),
+    st.integers(200, 999),
+    st.text(st.sampled_from("abc XYZ\t-\u00e9"), max_size=8),
+)
+def test_status_line_fields(version: str, status: int, reason: str) -> None:
+    codec = Http1ClientCodec()
+    codec.encode_request_head(GET, BodyFraming.NONE)
+    line = f"HTTP/{version} {status}" + (f" {reason}" if reason else "")
+    [head, *_] = codec.receive_data(f"{line}\r\nContent-Length: 0\r\n\r\n".encode("latin-1"))
+    assert isinstance(head, ResponseHead)
+    assert (head.status, head.version, head.reason) == (status, version, reason)
 
 
 def test_expect_is_not_forwarded_from_raw() -> None:

@@ -11,8 +11,9 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, Htt
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from mosnpy.protocol.http1 import fields
 from mosnpy.protocol.http1._parse import REQUEST_FIELDS, RESPONSE_FIELDS, parse_fields
-from mosnpy.protocol.http1.fields import Http1Fields, scan_plain, split_raw
+from mosnpy.protocol.http1.fields import Http1Fields, peek_lowered, scan_plain, split_raw
 from mosnpy.protocol.http1.stream import Http1ClientStreamConnection, Http1ServerStreamConnection
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -115,6 +116,18 @@ def test_a_plain_head_is_not_split_until_read() -> None:
     assert headers.get("x-mosn-global-timeout") == "250"  # found whatever its case on the wire
     assert headers.loaded
     assert headers.get_all("x-a") == ["1", "2"]
+
+
+def test_peeks_past_the_needle_cache_bound_still_answer_right() -> None:
+    # Encoded names are remembered up to a bound; past it (and for names that cannot
+    # be on the wire at all) a peek still tells absent from maybe-present.
+    lowered = b"x-present: 1\r\n"
+    for i in range(fields._NEEDLES_MAX + 50):
+        assert peek_lowered(lowered, f"x-absent-{i}") is None
+    assert len(fields._NEEDLES) <= fields._NEEDLES_MAX
+    assert peek_lowered(lowered, "x-present") is ...
+    assert peek_lowered(lowered, "x-pr\u00e9sent") is None
+    assert peek_lowered(lowered, "x-\u0100") is None  # not latin-1: never on the wire
 
 
 @pytest.mark.parametrize("edit", ["set", "add", "delete"])

@@ -56,7 +56,8 @@ from mosnpy.protocol.descriptor import ProtocolDescriptor
 from mosnpy.protocol.xprotocol.registry import descriptor
 from mosnpy.proxy import stream_server
 from mosnpy.proxy.context import ProxyContext
-from mosnpy.proxy.phases import ORDER, Phase, allowed
+from mosnpy.proxy.downstream import _HANDLER_NAMES, Step
+from mosnpy.proxy.phases import Phase, allowed
 from mosnpy.proxy.stream_downstream import StreamDownStream
 from mosnpy.proxy.stream_server import StreamServer
 from mosnpy.router import RouteTable
@@ -344,18 +345,28 @@ class TracedDownStream(StreamDownStream):
             self._entered(P.END)
         super()._complete(gone)
 
-
-def _traced(phase: Phase, handler: Callable[[Any], Any]) -> Callable[[TracedDownStream], Any]:
-    def run(ds: TracedDownStream) -> Any:
-        ds._entered(phase)
-        return handler(ds)
-
-    return run
+    def _step(self, phase: Phase) -> Step:
+        self._entered(phase)
+        return super()._step(phase)
 
 
-TracedDownStream._handlers = tuple(
-    _traced(p, h) for p, h in zip(ORDER, StreamDownStream._handlers, strict=True)
-)
+class RecordingDownStream(StreamDownStream):
+    """Every phase handler notes its name and answers END: shows which handler
+    :meth:`~mosnpy.proxy.downstream.DownStream._step` runs for a phase."""
+
+    calls: list[str]
+
+
+def _recording(name: str) -> Callable[[RecordingDownStream], Phase]:
+    def note(self: RecordingDownStream) -> Phase:
+        self.calls.append(name)
+        return P.END
+
+    return note
+
+
+for _name in _HANDLER_NAMES.values():
+    setattr(RecordingDownStream, _name, _recording(_name))
 
 
 class PlaybookServer(StreamServer):

@@ -20,8 +20,8 @@ from trio.testing import MockClock
 from mosnpy.config.models import CircuitBreakerConfig, RetryPolicyConfig
 from mosnpy.protocol.api import DataReceived, ResetReason, ResponseReceived
 from mosnpy.protocol.xprotocol import XHeaders
-from mosnpy.proxy.downstream import RETRY_BACKOFF
-from mosnpy.proxy.phases import JUMPS, MAX_JUMPS
+from mosnpy.proxy.downstream import _HANDLER_NAMES, RETRY_BACKOFF
+from mosnpy.proxy.phases import JUMPS, MAX_JUMPS, Phase
 from mosnpy.stream.filter import FilterPhase
 from mosnpy.stream.filter import StreamFilterStatus as S
 from mosnpy.stream.stream import Stream
@@ -36,6 +36,7 @@ from tests.proxy.playbook import (
     Filters,
     P,
     Playbook,
+    RecordingDownStream,
     cluster,
     hijack,
     local_reply,
@@ -48,6 +49,17 @@ from tests.proxy.playbook import (
 #: the playbook subclasses the proxy machine's classes and swaps its downstream
 #: class: it runs on the plain-Python build only
 pytestmark = pytest.mark.interpreted
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.value)
+def test_step_runs_the_handler_the_table_names(phase: Phase) -> None:
+    # DownStream._step is _HANDLER_NAMES written out: each phase runs its own handler,
+    # a subclass's override included, and nothing else.
+    ds = object.__new__(RecordingDownStream)
+    ds.calls = []
+    assert ds._step(phase) is P.END
+    assert ds.calls == [_HANDLER_NAMES[phase]]
+
 
 # toy statuses: what the framework's 200 / 500 / 503 / 404-and-502 / 504 become
 OK, ERROR, BUSY, UNREACHABLE, TIMEOUT = 0, 1, 4, 6, 7

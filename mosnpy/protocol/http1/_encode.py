@@ -44,6 +44,8 @@ _TRAILER_SKIP: Final = HOP_BY_HOP | {"content-length", "host", "expect"}
 _BLOCK_RE: Final = re.compile(r"(?:[-!#$%&'*+.^_`|~0-9a-z]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
 _LINE_RE: Final = re.compile(r"([-!#$%&'*+.^_`|~0-9a-z]+): ([\t\x20-\x7e\x80-\xff]*)")
 _REQUEST_LINE_RE: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1\r\n")
+#: Methods the request-line fast path knows to be tokens.
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _REASON_RE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 _PHRASES: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
@@ -67,6 +69,10 @@ def status_line(status: int, reason: str) -> bytes:
 
 def request_line(method: str, target: str) -> bytes:
     """``<method> <target> HTTP/1.1\\r\\n``, refusing a method or target that would break it."""
+    if method in _METHODS and target.isascii() and target.isprintable() and target and " " not in target:
+        # What the pattern below accepts, for the common methods, in a few C calls:
+        # visible ASCII (``isprintable`` is false for controls and DEL), no space.
+        return f"{method} {target} HTTP/1.1\r\n".encode("ascii")
     line = f"{method} {target} HTTP/1.1\r\n"
     if not _REQUEST_LINE_RE.fullmatch(line):
         raise Http1Error(500, f"invalid request line {line[:-2]!r}")

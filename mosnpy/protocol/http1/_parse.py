@@ -61,6 +61,10 @@ NO_CALLBACKS: Final = object()
 
 _CRLF_RUN: Final = re.compile(rb"[\r\n]*")
 
+#: Part of a buffer up to this size goes to llhttp as a copy: below it a slice costs
+#: less than building a memoryview and slicing that.
+_COPY_BELOW: Final = 4096
+
 
 # What the field scan does with a header name (names absent from the table are kept).
 # Plain module ints rather than an Enum: they are compared once per special header.
@@ -339,6 +343,8 @@ class MessageReader:
         try:
             if start == 0 and stop == len(data):
                 self._parser.feed_data(data)
+            elif stop - start <= _COPY_BELOW:
+                self._parser.feed_data(data[start:stop])
             else:
                 self._parser.feed_data(memoryview(data)[start:stop])
         except HttpParserUpgrade:

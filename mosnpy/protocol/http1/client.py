@@ -42,6 +42,38 @@ _CHUNKED: Final = BodyFraming.CHUNKED
 _CLOSE: Final = BodyFraming.CLOSE
 
 
+def _status_line(line: bytes) -> tuple[int, str, str]:
+    """(status, version, reason) of a status line (llhttp has accepted it).
+
+    The common ``HTTP/1.x ddd reason`` is read byte by byte, with no decoding until
+    the reason; anything else goes the general way, which says what is wrong.
+    """
+    n = len(line)
+    if (
+        n >= 12
+        and line.startswith(b"HTTP/1.")
+        and (line[7] == 49 or line[7] == 48)  # 1 or 0
+        and line[8] == 32
+        and 49 <= line[9] <= 57  # no leading zero
+        and 48 <= line[10] <= 57
+        and 48 <= line[11] <= 57
+        and (n == 12 or line[12] == 32)
+    ):
+        status = (line[9] - 48) * 100 + (line[10] - 48) * 10 + line[11] - 48
+        return status, "1.1" if line[7] == 49 else "1.0", line[13:].decode("latin-1")
+    proto, _, rest = line.decode("latin-1").partition(" ")
+    code, _, reason = rest.partition(" ")
+    if proto == "HTTP/1.1":
+        version = "1.1"
+    elif proto == "HTTP/1.0":
+        version = "1.0"
+    else:
+        raise Http1Error(502, f"upstream answered with unsupported version {proto!r}")
+    if not (len(code) == 3 and code.isascii() and code.isdigit()) or code[0] == "0":
+        raise Http1Error(502, f"invalid status code {code!r}")
+    return int(code), version, reason
+
+
 class Http1ClientCodec(MessageReader):
     """The client side of one HTTP/1.1 connection, e.g. a pooled upstream connection.
 
@@ -144,18 +176,7 @@ class Http1ClientCodec(MessageReader):
             raise Http1Error(502, "response received with no request outstanding")
         block = data[start : end - 2]
         eol = block.find(b"\r\n")
-        line0 = block[:eol].decode("latin-1")
-        proto, _, rest = line0.partition(" ")
-        code, _, reason = rest.partition(" ")
-        if proto == "HTTP/1.1":
-            version = "1.1"
-        elif proto == "HTTP/1.0":
-            version = "1.0"
-        else:
-            raise Http1Error(502, f"upstream answered with unsupported version {proto!r}")
-        if not (len(code) == 3 and code.isascii() and code.isdigit()) or code[0] == "0":
-            raise Http1Error(502, f"invalid status code {code!r}")
-        status = int(code)
+        status, version, reason = _status_line(block[:eol])
         if status < 200:
             if status == 101 or upgrade:
                 raise Http1Error(502, "protocol upgrade (101) is not supported")

@@ -135,14 +135,26 @@ def peek_raw(raw: bytes | None, name: str) -> str | EllipsisType | None:
     return peek_lowered(None if raw is None else raw.lower(), name)
 
 
+#: The names peeks look for, encoded: the proxy asks every request for the same few
+#: (``x-mosn-*-timeout``, header matchers), and an encode is a Python-level call.
+#: Bounded, as the names could come from anywhere: past the bound, names are encoded
+#: each time.
+_NEEDLES: Final[dict[str, bytes]] = {}
+_NEEDLES_MAX: Final = 256
+
+
 def peek_lowered(lowered: bytes | None, name: str) -> str | EllipsisType | None:
     """:func:`peek_raw` given ``raw`` lower-cased already."""
     if lowered is None:
         return ...
-    try:
-        needle = name.encode("latin-1")
-    except UnicodeEncodeError:
-        return None  # no such name can be on the wire
+    needle = _NEEDLES.get(name)
+    if needle is None:
+        try:
+            needle = name.encode("latin-1")
+        except UnicodeEncodeError:
+            return None  # no such name can be on the wire
+        if len(_NEEDLES) < _NEEDLES_MAX:
+            _NEEDLES[name] = needle
     # (``find``, not ``in``: for bytes, ``in`` first tries the needle as an int and
     # clears the TypeError, which costs more than the search)
     return None if lowered.find(needle) < 0 else ...
