@@ -129,9 +129,10 @@ class Cluster:
         Raises:
             OverflowError_: the cluster is at its ``max_requests``.
         """
-        if self.limits.max_requests and self.active_requests >= self.limits.max_requests:
+        limit = self.limits.max_requests
+        if limit and self.active_requests >= limit:
             self.counters.overflows += 1
-            raise OverflowError_(f"cluster {self.name!r}: max_requests {self.limits.max_requests} reached")
+            raise OverflowError_(f"cluster {self.name!r}: max_requests {limit} reached")
         self.active_requests += 1
         self.counters.requests += 1
 

@@ -6,6 +6,8 @@ accepts; the map must behave exactly like a split one, also when edited.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 from hypothesis import HealthCheck, assume, given, settings
@@ -159,3 +161,22 @@ def test_an_unedited_response_goes_on_as_its_raw_bytes_and_stays_unsplit() -> No
     server.send_data(request.stream_id, body.data, True)
     assert server.data_to_send() == b"HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\n\r\nok"
     assert not head.headers.loaded
+
+
+def test_forwarded_maps_go_out_edited_and_leave_no_reference_cycle() -> None:
+    # The edited map is what is written; the parsed head is not pointed back at it,
+    # so a request's head and map are freed by reference counting, not the cyclic GC.
+    server = Http1ServerStreamConnection()
+    client = Http1ClientStreamConnection()
+    [request] = server.dispatch(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    request.headers["x-added"] = "1"
+    client.send_headers(client.new_stream(), request.headers, end_stream=True)
+    assert client.data_to_send() == b"GET / HTTP/1.1\r\nhost: h\r\nx-added: 1\r\n\r\n"
+    head, body = client.dispatch(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    head.headers["x-edited"] = "2"
+    server.send_headers(request.stream_id, head.headers, status=200, end_stream=False)
+    server.send_data(request.stream_id, body.data, True)
+    assert server.data_to_send() == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-edited: 2\r\n\r\nok"
+    for sent in (request.headers, head.headers):
+        assert sent.head.headers is not sent  # type: ignore[attr-defined]
+        assert sent not in gc.get_referents(sent.head)  # type: ignore[attr-defined]

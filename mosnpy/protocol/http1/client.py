@@ -109,13 +109,16 @@ class Http1ClientCodec(MessageReader):
 
     # -- writing ----------------------------------------------------------------------
 
-    def encode_request_head(self, head: RequestHead, framing: BodyFraming) -> bytes:
+    def encode_request_head(
+        self, head: RequestHead, framing: BodyFraming, headers: HeaderMap | None = None
+    ) -> bytes:
         """Request line (always ``HTTP/1.1``), headers, framing header, blank line.
 
         Framing as for :meth:`Http1ServerCodec.encode_response_head` (CLOSE is not
         possible for a request).  Expect is never written: the proxy answers
         ``100-continue`` to its client itself.  Host is whatever the map holds.  The
         method is remembered so that a response to HEAD is read without a body.
+        ``headers`` as for :meth:`Http1ServerCodec.encode_response_head`.
 
         Raises:
             Http1Error: (500) a method, target or header that cannot be written.
@@ -123,10 +126,12 @@ class Http1ClientCodec(MessageReader):
         if framing is _CLOSE:
             raise Http1Error(500, "a request body cannot be delimited by closing the connection")
         line = _encode.request_line(head.method, head.target)
+        if headers is None:
+            headers = head.headers
         raw = head.raw
-        raw_length = head.content_length if raw is not None and head.headers.raw is raw else _encode.UNKNOWN
+        raw_length = head.content_length if raw is not None and headers.raw is raw else _encode.UNKNOWN
         fields = _encode.encode_fields(
-            head.headers, framing, head.content_length, request=True, raw_length=raw_length
+            headers, framing, head.content_length, request=True, raw_length=raw_length
         )
         self._pending.append(head.method == "HEAD")
         return b"".join((line, fields, b"\r\n"))

@@ -281,7 +281,12 @@ class Http1ServerCodec(MessageReader):
     # -- writing ----------------------------------------------------------------------
 
     def encode_response_head(
-        self, head: ResponseHead, framing: BodyFraming, *, keep_alive: bool = True
+        self,
+        head: ResponseHead,
+        framing: BodyFraming,
+        *,
+        keep_alive: bool = True,
+        headers: HeaderMap | None = None,
     ) -> bytes:
         """Status line, headers, framing header, Connection when needed, blank line.
 
@@ -289,7 +294,9 @@ class Http1ServerCodec(MessageReader):
         already in the map is reused); CHUNKED writes ``transfer-encoding: chunked`` and
         drops any content-length; CLOSE drops any content-length; NONE writes
         ``content-length: 0``.  Unedited parsed maps are written from
-        ``head.headers.raw``.
+        ``head.headers.raw``.  ``headers``, when given, is written instead of
+        ``head.headers`` (a proxy's edited map; the head is left as it is, so a map
+        that refers to its head makes no reference cycle).
 
         A response to HEAD, and a 1xx/204/304, keeps the map's content-length (it
         describes what a GET would get), gets the framing field asked for (none for
@@ -310,28 +317,30 @@ class Http1ServerCodec(MessageReader):
         if framing is _CLOSE_FRAMING or record & _CLOSE:
             keep_alive = False
         # What parsing told of the unedited raw block: its Content-Length (or none).
+        if headers is None:
+            headers = head.headers
         raw = head.raw
-        raw_length = head.content_length if raw is not None and head.headers.raw is raw else _encode.UNKNOWN
+        raw_length = head.content_length if raw is not None and headers.raw is raw else _encode.UNKNOWN
         if status < 200 or status == 204 or status == 304:
-            fields = _encode.fields_as_is(head.headers, request=False)
+            fields = _encode.fields_as_is(headers, request=False)
             out = _NONE
         elif record & _HEAD_METHOD:
             # The head describes the GET response; no body follows whatever it says.
             if framing is _NONE:
-                fields = _encode.fields_as_is(head.headers, request=False)
+                fields = _encode.fields_as_is(headers, request=False)
             else:
                 fields = _encode.encode_fields(
-                    head.headers, framing, head.content_length, request=False, raw_length=raw_length
+                    headers, framing, head.content_length, request=False, raw_length=raw_length
                 )
             out = _NONE
         elif framing is _NONE:
             # A response that may have a body but has none must say so, or the client
             # would read until the connection closes.
-            fields = _encode.encode_fields(head.headers, _LENGTH, 0, request=False, raw_length=raw_length)
+            fields = _encode.encode_fields(headers, _LENGTH, 0, request=False, raw_length=raw_length)
             out = _NONE
         else:
             fields = _encode.encode_fields(
-                head.headers, framing, head.content_length, request=False, raw_length=raw_length
+                headers, framing, head.content_length, request=False, raw_length=raw_length
             )
             out = framing
         if status >= 200:

@@ -328,8 +328,10 @@ class Http1ServerStreamConnection(Outbox):
         request = self._request
         assert request is not None
         if isinstance(headers, Http1ResponseHeaders):
+            # The map goes out with whatever filters and routes edited in it; its head
+            # is not pointed back at it (that would be a reference cycle per response,
+            # left to the cyclic GC).
             head = headers.head
-            head.headers = headers  # with whatever filters and routes edited
             if status != head.status:  # a sender filter changed it
                 head.status, head.reason = status, ""
             upstream = head.framing
@@ -339,7 +341,9 @@ class Http1ServerStreamConnection(Outbox):
         framing = self._framing(request, head.status, upstream)
         self._response_started = True
         self._body_framing = framing
-        self._out += self.codec.encode_response_head(head, framing, keep_alive=self._keep_alive())
+        self._out += self.codec.encode_response_head(
+            head, framing, keep_alive=self._keep_alive(), headers=headers
+        )
         if end_stream:
             self._end_response(None)
 
@@ -486,8 +490,7 @@ class Http1ClientStreamConnection(Outbox):
 
     def send_headers(self, stream_id: int, headers: HeaderMap, *, end_stream: bool) -> None:
         if isinstance(headers, Http1RequestHeaders):
-            head = headers.head
-            head.headers = headers  # with whatever filters and routes edited
+            head = headers.head  # (not pointed back at the map: see send_headers above)
             head.target = headers.target  # what a route's rewrite left there
             framing = head.framing
         else:
@@ -496,7 +499,7 @@ class Http1ClientStreamConnection(Outbox):
             framing, length = _framing_of(headers, end_stream)
             head = RequestHead(method, target, headers, framing=framing, content_length=length)
         self._framing = framing
-        self._out += self.codec.encode_request_head(head, framing)
+        self._out += self.codec.encode_request_head(head, framing, headers)
         if end_stream and framing is _CHUNKED:
             self._out += self.codec.encode_end(framing, None)
 
