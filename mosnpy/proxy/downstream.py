@@ -328,7 +328,9 @@ class DownStream:
         stats = self.ctx.stats
         stats.requests_active -= 1
         answered = self.response_started and not gone
-        stats.responses[(self.stream.response_status or 0) if answered else 0] += 1
+        code = (self.stream.response_status or 0) if answered else 0
+        responses = stats.responses
+        responses[code] = responses.get(code, 0) + 1
         now = self.conn.now()
         stats.request_time.observe(now - self.stream.start_time)
         if self.counted is not None and self.sent_at:

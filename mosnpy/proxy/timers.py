@@ -30,6 +30,8 @@ __all__ = ["Timer", "Timers"]
 
 log: Final = logging.getLogger("mosnpy.proxy")
 
+_heappush: Final = heapq.heappush  # (a C static compiled, not a module lookup per arm)
+
 
 class Timer:
     """One armed deadline; :meth:`cancel` disarms it."""
@@ -70,7 +72,7 @@ class Timers:
         self._seq += 1
         timer = Timer(self, deadline, self._seq, callback)
         heap = self._heap
-        heapq.heappush(heap, (deadline, self._seq, timer))
+        _heappush(heap, (deadline, self._seq, timer))
         if not self._running:
             self._running = True
             self.nursery.start_soon(self._run)

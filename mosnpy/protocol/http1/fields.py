@@ -72,7 +72,7 @@ def scan_plain(block: bytes, raw_start: int, request: bool) -> Plain | None:
     the lines that go on (Connection and Transfer-Encoding lines cut) and the values.
     Host is read for requests only (a response's Host is an ordinary field).
     """
-    parts = _split(block.lower())
+    parts: list[bytes] = _split(block.lower())  # (typed: compiled, len() is a field read)
     cl = te = conn = host = None
     cuts: list[int] | None = None  # (start, end) of each line to cut, in order
     pos = len(parts[0])  # where the current line (its CRLF first) starts in ``block``
