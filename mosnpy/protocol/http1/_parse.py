@@ -34,6 +34,7 @@ __all__ = [
     "LENGTH",
     "TRAILERS",
     "MessageReader",
+    "http_version",
     "is_keep_alive",
     "NO_CALLBACKS",
     "parse_fields",
@@ -205,6 +206,15 @@ def is_keep_alive(version: str, conn: str | None) -> bool:
         return False
     tokens = connection_tokens(lowered)
     return "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
+
+
+def http_version(proto: str) -> str | None:
+    """``"1.1"`` or ``"1.0"`` for the start line's protocol, None for any other."""
+    if proto == "HTTP/1.1":
+        return "1.1"
+    if proto == "HTTP/1.0":
+        return "1.0"
+    return None
 
 
 def content_length(value: str, bad: int) -> int:

@@ -27,6 +27,7 @@ from mosnpy.protocol.http1._parse import (
     RESPONSE_FIELDS,
     MessageReader,
     content_length,
+    http_version,
     is_keep_alive,
     parse_fields,
 )
@@ -63,11 +64,8 @@ def _status_line(line: bytes) -> tuple[int, str, str]:
         return status, "1.1" if line[7] == 49 else "1.0", line[13:].decode("latin-1")
     proto, _, rest = line.decode("latin-1").partition(" ")
     code, _, reason = rest.partition(" ")
-    if proto == "HTTP/1.1":
-        version = "1.1"
-    elif proto == "HTTP/1.0":
-        version = "1.0"
-    else:
+    version = http_version(proto)
+    if version is None:
         raise Http1Error(502, f"upstream answered with unsupported version {proto!r}")
     if not (len(code) == 3 and code.isascii() and code.isdigit()) or code[0] == "0":
         raise Http1Error(502, f"invalid status code {code!r}")

@@ -82,6 +82,7 @@ from mosnpy.protocol.http1._parse import (
     REQUEST_FIELDS,
     MessageReader,
     content_length,
+    http_version,
     is_keep_alive,
     parse_fields,
 )
@@ -166,11 +167,8 @@ class Http1ServerCodec(MessageReader):
                 raise Http1Error(505, "HTTP/0.9 is not supported")
             raise Http1Error(400, f"malformed request line {line0[:100]!r}")
         method, target, proto = parts
-        if proto == "HTTP/1.1":
-            version = "1.1"
-        elif proto == "HTTP/1.0":
-            version = "1.0"
-        else:
+        version = http_version(proto)
+        if version is None:
             raise Http1Error(505, f"HTTP version {proto!r} is not supported")
         plain = None if upgrade else scan_plain(block, eol + 2, True)
         headers: HeaderMap
