@@ -108,7 +108,7 @@ class Http1ClientCodec(MessageReader):
     # -- writing ----------------------------------------------------------------------
 
     def encode_request_head(
-        self, head: RequestHead, framing: BodyFraming, headers: HeaderMap | None = None
+        self, head: RequestHead, framing: BodyFraming, *, headers: HeaderMap | None = None
     ) -> bytes:
         """Request line (always ``HTTP/1.1``), headers, framing header, blank line.
 

@@ -499,7 +499,7 @@ class Http1ClientStreamConnection(Outbox):
             framing, length = _framing_of(headers, end_stream)
             head = RequestHead(method, target, headers, framing=framing, content_length=length)
         self._framing = framing
-        self._out += self.codec.encode_request_head(head, framing, headers)
+        self._out += self.codec.encode_request_head(head, framing, headers=headers)
         if end_stream and framing is _CHUNKED:
             self._out += self.codec.encode_end(framing, None)
 
